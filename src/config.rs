@@ -1,0 +1,524 @@
+//! Engine configuration: serde structs (`deny_unknown_fields`), defaults that match
+//! `config/firewatch.toml`, an environment layer (`FIREWATCH__SECTION__KEY`) and
+//! validation that names the offending key.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors from loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (the message names the key).
+    #[error("invalid config {origin}: {message}")]
+    Parse {
+        /// File name or "environment".
+        origin: String,
+        /// What serde/toml said, including the key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid config key `{key}`: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `pipeline.shards`.
+        key: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The whole engine configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded log and other state.
+    pub data_dir: PathBuf,
+    /// `[mqtt]`.
+    pub mqtt: MqttConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[registry]`.
+    pub registry: RegistryConfig,
+    /// `[pipeline]`.
+    pub pipeline: PipelineConfig,
+    /// `[sink]`.
+    pub sink: SinkConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            mqtt: MqttConfig::default(),
+            http: HttpConfig::default(),
+            registry: RegistryConfig::default(),
+            pipeline: PipelineConfig::default(),
+            sink: SinkConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[mqtt]`: the embedded broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// MQTT 3.1.1 listener.
+    pub listen_v4: Option<SocketAddr>,
+    /// MQTT 5 listener.
+    pub listen_v5: Option<SocketAddr>,
+    /// TLS for both listeners (PEM files).
+    pub tls: Option<TlsConfig>,
+    /// Credentials file (`username,role,hash` lines, see docs/security.md).
+    pub credentials: PathBuf,
+    /// Largest uplink payload the engine accepts; larger ones are dead-lettered.
+    pub max_payload_bytes: usize,
+    /// Hard limit at which the broker drops the connection (must exceed max_payload_bytes).
+    pub max_packet_bytes: usize,
+    /// Most events one batch may carry.
+    pub max_events_per_batch: usize,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+    /// Time a new connection has to send CONNECT.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bytes of uplink data rumqttd may buffer for the engine (segment size).
+    pub uplink_segment_bytes: usize,
+    /// Number of uplink segments kept.
+    pub uplink_segment_count: usize,
+    /// Dead-letter records per gateway per second (the counter always counts everything).
+    pub deadletter_per_gateway_per_sec: u32,
+    /// Bytes of raw payload kept in a dead-letter record.
+    pub deadletter_raw_bytes: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            listen_v4: Some(SocketAddr::from(([0, 0, 0, 0], 1883))),
+            listen_v5: Some(SocketAddr::from(([0, 0, 0, 0], 1884))),
+            tls: None,
+            credentials: PathBuf::from("config/credentials.sample.csv"),
+            max_payload_bytes: 64 * 1024,
+            max_packet_bytes: 1024 * 1024,
+            max_events_per_batch: 1000,
+            max_connections: 20_000,
+            connect_timeout: Duration::from_secs(10),
+            uplink_segment_bytes: 16 * 1024 * 1024,
+            uplink_segment_count: 4,
+            deadletter_per_gateway_per_sec: 20,
+            deadletter_raw_bytes: 4096,
+        }
+    }
+}
+
+/// PEM files for the TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificate chain.
+    pub cert_path: PathBuf,
+    /// Server private key.
+    pub key_path: PathBuf,
+    /// CA for client certificates (when mutual TLS is wanted).
+    pub ca_path: Option<PathBuf>,
+}
+
+/// `[http]`: metrics and health.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9900)),
+        }
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// The registry CSV.
+    pub path: PathBuf,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            path: PathBuf::from("config/registry.sample.csv"),
+        }
+    }
+}
+
+/// `[pipeline]`: shards, windows and timers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Shard threads; 0 means one per core.
+    pub shards: usize,
+    /// Capacity (in batches) of each shard's input lanes.
+    pub channel_capacity: usize,
+    /// How often shards run their timers.
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
+    /// Window in which a repeated (point_id, device_seq) is a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Heartbeat supervision per device class (keys are the registry's class names).
+    pub device_classes: BTreeMap<String, DeviceClassConfig>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        let class = |hb: u64, grace: u64| DeviceClassConfig {
+            heartbeat_interval: Duration::from_secs(hb),
+            grace: Duration::from_secs(grace),
+        };
+        let mut device_classes = BTreeMap::new();
+        device_classes.insert("polled".to_string(), class(60, 30));
+        device_classes.insert("lora".to_string(), class(3600, 600));
+        device_classes.insert("nbiot".to_string(), class(86_400, 3600));
+        PipelineConfig {
+            shards: 0,
+            channel_capacity: 1024,
+            tick_interval: Duration::from_millis(100),
+            dedup_window: Duration::from_secs(600),
+            device_classes,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Shard count after resolving 0 to the number of cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        }
+    }
+}
+
+/// Heartbeat supervision of one device class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceClassConfig {
+    /// How often the device heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Extra time before a missing heartbeat makes the point offline.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+}
+
+/// `[sink]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Which sink.
+    pub kind: SinkKind,
+    /// `[sink.embedded]`.
+    pub embedded: EmbeddedSinkConfig,
+}
+
+/// Sink kinds built into this version.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// The embedded segmented log under `data_dir`.
+    #[default]
+    Embedded,
+}
+
+/// `[sink.embedded]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedSinkConfig {
+    /// Log directory; relative paths are under `data_dir`.
+    pub dir: PathBuf,
+    /// When records are fsynced.
+    pub fsync: FsyncPolicy,
+    /// Segment file size.
+    pub segment_bytes: u64,
+    /// Most records the writer gathers before one write+fsync.
+    pub max_batch_records: usize,
+}
+
+impl Default for EmbeddedSinkConfig {
+    fn default() -> Self {
+        EmbeddedSinkConfig {
+            dir: PathBuf::from("log"),
+            fsync: FsyncPolicy::Batch,
+            segment_bytes: 64 * 1024 * 1024,
+            max_batch_records: 8192,
+        }
+    }
+}
+
+/// When the embedded log syncs to disk.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// fdatasync each write batch before its acks go out (group commit). Survives power loss.
+    Batch,
+    /// Write to the OS only; acks after write(). Survives a process crash, not power loss.
+    Never,
+}
+
+/// `[log]`: the engine's own diagnostics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// An env-filter directive, e.g. `info` or `firewatch=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Config {
+    /// Loads `path` (or only defaults when `None`), applies `FIREWATCH__…` variables from
+    /// `env`, and validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut value, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let v: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    origin: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (v, p.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        let mut from_env = false;
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("FIREWATCH__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut value, &path, parse_scalar(&v)).map_err(|message| {
+                ConfigError::Invalid {
+                    key: path.join("."),
+                    message,
+                }
+            })?;
+            from_env = true;
+        }
+        let origin = if from_env {
+            format!("{origin} + environment")
+        } else {
+            origin
+        };
+        let config: Config =
+            toml::Value::Table(value)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin,
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Range checks that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        let m = &self.mqtt;
+        if m.listen_v4.is_none() && m.listen_v5.is_none() {
+            return bad(
+                "mqtt.listen_v4",
+                "at least one of listen_v4 and listen_v5 must be set",
+            );
+        }
+        if m.max_payload_bytes == 0 || m.max_payload_bytes >= m.max_packet_bytes {
+            return bad(
+                "mqtt.max_payload_bytes",
+                "must be > 0 and below mqtt.max_packet_bytes",
+            );
+        }
+        if m.max_events_per_batch == 0 {
+            return bad("mqtt.max_events_per_batch", "must be > 0");
+        }
+        if m.uplink_segment_bytes < 64 * 1024 || m.uplink_segment_count == 0 {
+            return bad(
+                "mqtt.uplink_segment_bytes",
+                "must be at least 65536 bytes with uplink_segment_count >= 1",
+            );
+        }
+        if m.connect_timeout.is_zero() || m.connect_timeout > Duration::from_millis(65_535) {
+            return bad(
+                "mqtt.connect_timeout",
+                "must be between 1ms and 65.535s (rumqttd limit)",
+            );
+        }
+        if self.pipeline.shards > 256 {
+            return bad("pipeline.shards", "at most 256");
+        }
+        if self.pipeline.channel_capacity == 0 {
+            return bad("pipeline.channel_capacity", "must be > 0");
+        }
+        if self.pipeline.tick_interval.is_zero() {
+            return bad("pipeline.tick_interval", "must be > 0");
+        }
+        for (name, c) in &self.pipeline.device_classes {
+            if c.heartbeat_interval.is_zero() {
+                return bad(
+                    &format!("pipeline.device_classes.{name}.heartbeat_interval"),
+                    "must be > 0",
+                );
+            }
+        }
+        if self.sink.embedded.segment_bytes < 4096 {
+            return bad("sink.embedded.segment_bytes", "must be at least 4096");
+        }
+        if self.sink.embedded.max_batch_records == 0 {
+            return bad("sink.embedded.max_batch_records", "must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The embedded log directory, resolved against `data_dir`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join(&self.sink.embedded.dir)
+    }
+}
+
+/// An environment value as TOML: integers, floats and booleans keep their type, everything
+/// else is a string.
+fn parse_scalar(v: &str) -> toml::Value {
+    if let Ok(i) = v.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else if let Ok(f) = v.parse::<f64>() {
+        toml::Value::Float(f)
+    } else {
+        toml::Value::String(v.to_string())
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    match path {
+        [] => Err("empty key".into()),
+        [last] => {
+            table.insert(last.clone(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = table
+                .entry(first.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            match entry {
+                toml::Value::Table(t) => set_path(t, rest, value),
+                _ => Err(format!("`{first}` is not a section")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, env: Vec<(&str, &str)>) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(
+            Some(&p),
+            env.into_iter().map(|(a, b)| (a.to_string(), b.to_string())),
+        )
+    }
+
+    #[test]
+    fn shipped_config_equals_defaults() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/firewatch.toml");
+        let c = Config::load(Some(&p), Vec::new()).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load_str("[pipeline]\nshardz = 3\n", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shardz"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_env_key_is_named() {
+        let c = load_str(
+            "[pipeline]\nshards = 3\n",
+            vec![("FIREWATCH__PIPELINE__SHARDS", "5")],
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.shards, 5);
+        let c = load_str("", vec![("FIREWATCH__HTTP__LISTEN", "127.0.0.1:1")]).unwrap();
+        assert_eq!(c.http.listen.port(), 1);
+        let e = load_str("", vec![("FIREWATCH__PIPELINE__NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let e = load_str("[mqtt]\nmax_payload_bytes = 0\n", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mqtt.max_payload_bytes"), "{e}");
+        let e = load_str("[pipeline]\nshards = 1000\n", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pipeline.shards"), "{e}");
+    }
+}

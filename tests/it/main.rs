@@ -1,0 +1,6 @@
+//! The one integration test binary: a module per area.
+
+mod crash;
+mod harness;
+mod ingest;
+mod rejects;
