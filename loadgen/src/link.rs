@@ -1,0 +1,211 @@
+//! One gateway's MQTT session: a task that owns the rumqttc `EventLoop`, (re)subscribes to
+//! the ack topic after every CONNACK, decodes acks and hands them to the sender task.
+//!
+//! The poll task never publishes uplinks (rumqttc#1025: a task that both polls and blocks
+//! on publishing can deadlock); the sender uses `try_publish` and only while `subscribed`.
+
+use firewatch_proto::UplinkAck;
+use prost::Message;
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Requests the rumqttc client queues before `try_publish` reports the channel full.
+const REQUEST_CAPACITY: usize = 512;
+/// Connection errors printed in full; later ones are only counted.
+const PRINTED_ERRORS: usize = 10;
+static ERRORS_PRINTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Where and how gateways connect.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Password of every gateway.
+    pub secret: String,
+}
+
+/// Connection state shared between the poll task, the sender and the report.
+#[derive(Debug, Default)]
+pub struct LinkState {
+    /// A CONNACK was received and no error since.
+    pub connected: AtomicBool,
+    /// The ack subscription of the current connection was granted.
+    pub subscribed: AtomicBool,
+    /// Some connection attempt succeeded.
+    pub ever_connected: AtomicBool,
+    /// Connection errors (failed connects and dropped connections).
+    pub connection_errors: AtomicU64,
+    /// Ack payloads that did not decode.
+    pub bad_acks: AtomicU64,
+    /// The sender is done; the poll task ends at the next disconnect or error.
+    pub stopping: AtomicBool,
+}
+
+/// An ack and when the poll task received it.
+#[derive(Debug)]
+pub struct Ack {
+    /// Receipt time (the latency end point).
+    pub received: Instant,
+    /// The decoded ack.
+    pub ack: UplinkAck,
+}
+
+/// A running gateway session.
+pub struct Link {
+    /// Client handle for `try_publish` / `try_disconnect`.
+    pub client: AsyncClient,
+    /// Shared connection state.
+    pub state: Arc<LinkState>,
+    /// Acks from the poll task.
+    pub acks: mpsc::UnboundedReceiver<Ack>,
+}
+
+/// Starts the session of gateway `id`; `connected` counts gateways that connected once.
+/// Returns the session and its poll task.
+pub fn spawn(id: &str, cfg: &LinkConfig, connected: Arc<AtomicUsize>) -> (Link, JoinHandle<()>) {
+    let mut opts = MqttOptions::new(id, cfg.host.clone(), cfg.port);
+    opts.set_credentials(id, cfg.secret.clone());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_clean_session(true);
+    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    let state = Arc::new(LinkState::default());
+    let (tx, acks) = mpsc::unbounded_channel();
+    let poller = Poller {
+        id: id.to_string(),
+        ack_topic: format!("fw/v1/gw/{id}/ack"),
+        client: client.clone(),
+        state: state.clone(),
+        tx,
+        connected,
+    };
+    let task = tokio::spawn(poller.run(eventloop));
+    (
+        Link {
+            client,
+            state,
+            acks,
+        },
+        task,
+    )
+}
+
+struct Poller {
+    id: String,
+    ack_topic: String,
+    client: AsyncClient,
+    state: Arc<LinkState>,
+    tx: mpsc::UnboundedSender<Ack>,
+    connected: Arc<AtomicUsize>,
+}
+
+impl Poller {
+    async fn run(self, mut eventloop: EventLoop) {
+        let mut failures: u32 = 0;
+        let mut want_subscribe = false;
+        loop {
+            let event = eventloop.poll().await;
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    failures = 0;
+                    self.state.connected.store(true, Ordering::Release);
+                    if !self.state.ever_connected.swap(true, Ordering::AcqRel) {
+                        self.connected.fetch_add(1, Ordering::AcqRel);
+                    }
+                    want_subscribe = true;
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let granted = ack
+                        .return_codes
+                        .iter()
+                        .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                    if granted {
+                        self.state.subscribed.store(true, Ordering::Release);
+                    } else {
+                        self.print_error(&format!("subscription to {} refused", self.ack_topic));
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let received = Instant::now();
+                    match UplinkAck::decode(p.payload) {
+                        Ok(ack) => {
+                            let _ = self.tx.send(Ack { received, ack });
+                        }
+                        Err(_) => {
+                            self.state.bad_acks.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    if self.state.stopping.load(Ordering::Acquire) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.state.connected.store(false, Ordering::Release);
+                    self.state.subscribed.store(false, Ordering::Release);
+                    want_subscribe = false;
+                    if self.state.stopping.load(Ordering::Acquire) {
+                        break;
+                    }
+                    self.state.connection_errors.fetch_add(1, Ordering::Relaxed);
+                    self.print_error(&e.to_string());
+                    failures = failures.saturating_add(1);
+                    // rumqttc reconnects on the next poll; wait first so that a refusing or
+                    // absent broker is not hammered.
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+            if want_subscribe
+                && self
+                    .client
+                    .try_subscribe(self.ack_topic.clone(), QoS::AtLeastOnce)
+                    .is_ok()
+            {
+                want_subscribe = false;
+            }
+        }
+    }
+
+    fn print_error(&self, what: &str) {
+        let n = ERRORS_PRINTED.fetch_add(1, Ordering::Relaxed);
+        if n < PRINTED_ERRORS {
+            eprintln!("loadgen: gateway {}: {what}", self.id);
+        } else if n == PRINTED_ERRORS {
+            eprintln!("loadgen: further connection errors are only counted");
+        }
+    }
+}
+
+/// Jittered exponential back-off: 100 ms doubling per failure up to 5 s, times 0.5..1.0.
+fn backoff(failures: u32) -> Duration {
+    let base_ms = (100u64 << failures.saturating_sub(1).min(6)).min(5_000);
+    let factor: f64 = rand::thread_rng().gen_range(0.5..=1.0);
+    Duration::from_millis((base_ms as f64 * factor) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1) <= Duration::from_millis(100));
+        assert!(backoff(1) >= Duration::from_millis(50));
+        assert!(backoff(4) >= Duration::from_millis(400));
+        for n in [7, 20, u32::MAX] {
+            assert!(backoff(n) <= Duration::from_secs(5));
+            assert!(backoff(n) >= Duration::from_millis(2_500));
+        }
+    }
+}
