@@ -3,7 +3,8 @@
 //! Phases: connect the gateways (paced at `--connect-rate`), run the open-loop schedule for
 //! `--duration` seconds, drain outstanding acks for up to `--drain-secs`, then optionally
 //! check `fw.alarms` (`--log-dir`) and report. Exit code 1 when a sent alarm was never
-//! acked, was rejected, or is missing from the log, or a gateway never connected.
+//! acked, was rejected, or is missing from the log, when a due alarm was never sent, or
+//! when a gateway never connected.
 
 mod cli;
 mod engine;

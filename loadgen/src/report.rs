@@ -37,6 +37,8 @@ pub struct Counters {
     pub alarms_rejected: u64,
     /// Events due but never published (queued at the end).
     pub events_unsent: u64,
+    /// Of those, alarms.
+    pub alarms_unsent: u64,
 }
 
 impl Counters {
@@ -56,6 +58,7 @@ impl Counters {
         self.alarms_unacked += o.alarms_unacked;
         self.alarms_rejected += o.alarms_rejected;
         self.events_unsent += o.events_unsent;
+        self.alarms_unsent += o.alarms_unsent;
     }
 }
 
@@ -161,7 +164,7 @@ pub struct Report {
     /// Counters summed over the gateways.
     #[serde(flatten)]
     pub counters: Counters,
-    /// Seconds from schedule start to the last publish.
+    /// Seconds from schedule start to the last publish of new events.
     pub send_secs: f64,
     /// `events_sent / send_secs`.
     pub achieved_rate: f64,
@@ -193,6 +196,12 @@ impl Report {
             f.push(format!(
                 "{} sent alarms were never acked (waited the drain time)",
                 c.alarms_unacked
+            ));
+        }
+        if c.alarms_unsent > 0 {
+            f.push(format!(
+                "{} alarms fell due but were never published",
+                c.alarms_unsent
             ));
         }
         if c.alarms_rejected > 0 {
@@ -234,7 +243,10 @@ impl Report {
                 self.events_sent, c.heartbeats_sent, c.alarms_sent
             ),
         );
-        row("events due but unsent", c.events_unsent.to_string());
+        row(
+            "events due but unsent",
+            format!("{} ({} alarms)", c.events_unsent, c.alarms_unsent),
+        );
         row(
             "batches sent",
             format!("{} ({} publish stalls)", c.batches_sent, c.publish_stalls),

@@ -65,7 +65,7 @@ pub struct GatewayResult {
     pub rtt: Histogram<u64>,
     /// Every alarm sent, as (point_id, device_seq).
     pub sent_alarms: Vec<(u64, u32)>,
-    /// Time of the last publish, if any.
+    /// Time of the last publish with new (not retransmitted) events, if any.
     pub last_publish: Option<Instant>,
 }
 
@@ -331,7 +331,9 @@ impl Gateway {
                 return;
             }
             self.batch_seq = batch_seq;
-            self.last_publish = Some(now);
+            if new_alarms > 0 || hbs > 0 {
+                self.last_publish = Some(now);
+            }
             self.counters.batches_sent += 1;
             for key in self.retransmit.drain(..rt_taken) {
                 if let Some(u) = self.unacked.get_mut(&key) {
@@ -414,7 +416,8 @@ impl Gateway {
     fn finish(mut self) -> GatewayResult {
         self.counters.alarms_unacked = self.unacked.len() as u64;
         self.counters.batches_unacked = self.inflight.len() as u64;
-        self.counters.events_unsent = self.hb_backlog + self.alarms.len() as u64;
+        self.counters.alarms_unsent = self.alarms.len() as u64;
+        self.counters.events_unsent = self.hb_backlog + self.counters.alarms_unsent;
         GatewayResult {
             counters: self.counters,
             latency: self.latency,
