@@ -23,6 +23,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("Location.room_type", "room_type"),
         ("PointStatusRecord.state", "point_state"),
         ("DeadLetterRecord.reason", "reject_reason"),
+        ("IncidentRecord.state", "incident_state"),
+        ("IncidentRecord.first_kind", "event_kind"),
+        ("IncidentRecord.escalation_level", "escalation_level"),
+        ("Escalation.level", "escalation_level"),
+        ("DispatchRecord.escalation_level", "escalation_level"),
+        ("DispatchRecord.room_type", "room_type"),
+        ("DispatchRecord.first_kind", "event_kind"),
     ] {
         config.field_attribute(
             format!(".firewatch.v1.{field}"),
@@ -33,6 +40,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ".firewatch.v1.DeadLetterRecord.raw",
         "#[serde(serialize_with = \"crate::json::raw_bytes\")]",
     );
+    for f in [
+        "IncidentRecord.first_alarm_hash",
+        "InsuranceTimelineRecord.prev_hash",
+        "InsuranceTimelineRecord.hash",
+    ] {
+        config.field_attribute(
+            format!(".firewatch.v1.{f}"),
+            "#[serde(serialize_with = \"crate::json::hex_bytes\")]",
+        );
+    }
     config.compile_fds(fds)?;
     Ok(())
 }

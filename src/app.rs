@@ -10,7 +10,7 @@ use crate::auth::Credentials;
 use crate::config::Config;
 use crate::eventlog::EventLog;
 use crate::ingest::{broker, guard, Ingest};
-use crate::pipeline::{self, Router, Shard};
+use crate::pipeline::{self, aggregate::Coverage, snapshot, Router, Shard, ShardRules};
 use crate::registry::Registry;
 use crate::sink::{embedded::EmbeddedSink, DeadLetterTx};
 use crate::telemetry::{self, names, Health};
@@ -35,6 +35,7 @@ pub struct Engine {
     runtime: Option<tokio::runtime::Runtime>,
     http_shutdown: tokio::sync::watch::Sender<bool>,
     stop_ingest: Arc<AtomicBool>,
+    presence: Arc<guard::Presence>,
     ingest: Option<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
     sink: Option<JoinHandle<EventLog>>,
@@ -47,13 +48,7 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         Registry::load(&config.registry.path)
             .with_context(|| format!("loading registry {}", config.registry.path.display()))?,
     );
-    for class in registry.device_classes() {
-        if !config.pipeline.device_classes.contains_key(class) {
-            anyhow::bail!(
-                "registry device class {class:?} has no [pipeline.device_classes.{class}] entry"
-            );
-        }
-    }
+    let rules = Arc::new(ShardRules::new(&config.pipeline, &registry).map_err(anyhow::Error::msg)?);
     metrics::gauge!(names::REGISTRY_POINTS).set(registry.len() as f64);
     tracing::info!(
         points = registry.len(),
@@ -74,6 +69,25 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         }
     }
 
+    // Restart safety: rebuild what the log knows, then load the point snapshots.
+    let start_ms = crate::clock::unix_ms();
+    let t1 = Instant::now();
+    let restored = crate::restore::from_log(
+        &log_dir,
+        start_ms,
+        config.pipeline.dedup_window.as_millis() as i64,
+    )?;
+    let saved = snapshot::load_all(&config.state_dir());
+    tracing::info!(
+        open_incidents = restored.incidents.len(),
+        chains = restored.chains.len(),
+        recent_alarms = restored.recent_alarms.len(),
+        snapshot_points = saved.len(),
+        scanned = restored.scanned,
+        elapsed_ms = t1.elapsed().as_millis() as u64,
+        "state restored"
+    );
+
     let health = Health::default();
     let shards = config.pipeline.shard_count();
     let (sink_tx, sink_rx) = crossbeam_channel::bounded(shards * 64 + 1024);
@@ -89,11 +103,12 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         .enable_all()
         .build()?;
 
-    let presence = Arc::new(guard::Presence::default());
+    let (presence_tx, presence_rx) = crossbeam_channel::bounded(65_536);
+    let presence = Arc::new(guard::Presence::with_events(presence_tx));
     let shared = Arc::new(guard::GuardShared {
         credentials,
         deadletter: deadletter.clone(),
-        presence,
+        presence: presence.clone(),
     });
     let links = broker::start(&config.mqtt, shared, runtime.handle())?;
 
@@ -111,15 +126,68 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         .spawn(move || sink.run())?;
 
     let (router, inputs) = Router::new(&registry, shards, config.pipeline.channel_capacity);
+    let coverage = Arc::new(Coverage::new(&registry));
+    let mut built: Vec<Shard> = inputs
+        .iter()
+        .enumerate()
+        .map(|(id, input)| {
+            let mut shard = Shard::new(
+                registry.clone(),
+                rules.clone(),
+                input.globals.clone(),
+                coverage.clone(),
+                id == 0,
+                start_ms,
+            );
+            for (local, &idx) in input.globals.iter().enumerate() {
+                if let Some(slot) = saved.get(&registry.point_id(idx)) {
+                    shard.restore_point(local as u32, slot, start_ms);
+                }
+            }
+            shard
+        })
+        .collect();
+    for rec in restored.incidents {
+        let house = rec.location.map_or(0, |l| l.house_id);
+        built[pipeline::shard_of_house(house, shards)].restore_incident(rec);
+    }
+    for rec in &restored.chains {
+        let house = rec
+            .incident
+            .as_ref()
+            .and_then(|i| i.location)
+            .map_or(0, |l| l.house_id);
+        built[pipeline::shard_of_house(house, shards)].restore_chain(rec);
+    }
+    for (point_id, seq, at) in restored.recent_alarms {
+        if let Some((s, local)) = registry
+            .lookup(point_id)
+            .and_then(|(idx, _)| router.place(idx))
+        {
+            built[s].restore_alarm(local, seq, at);
+        }
+    }
+    drop(saved);
+
     let mut shard_threads = Vec::with_capacity(shards);
-    for (id, input) in inputs.into_iter().enumerate() {
-        let shard = Shard::new(registry.clone(), input.points, config.pipeline.dedup_window);
+    for (id, (input, shard)) in inputs.into_iter().zip(built).enumerate() {
         let tx = sink_tx.clone();
         let tick = config.pipeline.tick_interval;
+        let every = config.pipeline.snapshot_interval;
+        let dir = config.state_dir();
         shard_threads.push(
             std::thread::Builder::new()
                 .name(format!("firewatch-shard-{id}"))
-                .spawn(move || pipeline::run_shard(id, shard, input, tx, tick))?,
+                .spawn(move || {
+                    let save = |s: &Shard| {
+                        let bytes = snapshot::encode(s.snapshot());
+                        if let Err(e) = snapshot::write(&dir, id, &bytes) {
+                            tracing::error!(shard = id, error = %e, "snapshot failed");
+                        }
+                    };
+                    let shard = pipeline::run_shard(id, shard, input, tx, tick, every, save);
+                    save(&shard);
+                })?,
         );
     }
 
@@ -137,7 +205,7 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
     let acks_rx = links.acks_rx;
     let ingest = std::thread::Builder::new()
         .name("firewatch-ingest".into())
-        .spawn(move || run_ingest(ingest, uplink_rx, uplink_tx, acks_rx, stop))?;
+        .spawn(move || run_ingest(ingest, uplink_rx, uplink_tx, acks_rx, presence_rx, stop))?;
 
     let (http_shutdown, http_rx) = tokio::sync::watch::channel(false);
     let (http, http_fut) = runtime.block_on(telemetry::serve_http(
@@ -165,6 +233,7 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         runtime: Some(runtime),
         http_shutdown,
         stop_ingest,
+        presence,
         ingest: Some(ingest),
         shards: shard_threads,
         sink: Some(sink),
@@ -177,10 +246,14 @@ fn run_ingest(
     mut rx: rumqttd::local::LinkRx,
     _tx: rumqttd::local::LinkTx,
     _acks_rx: rumqttd::local::LinkRx,
+    presence: crossbeam_channel::Receiver<(Arc<str>, bool)>,
     stop: Arc<AtomicBool>,
 ) {
     let mut idle_since: Option<Instant> = None;
     loop {
+        while let Ok((who, up)) = presence.try_recv() {
+            ingest.on_presence(&who, up, crate::clock::unix_ms());
+        }
         let deadline = Instant::now() + Duration::from_millis(50);
         match rx.recv_deadline(deadline) {
             Ok(Some(Notification::Forward(f))) => {
@@ -225,6 +298,8 @@ impl Engine {
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.health.set_ready(false);
         tracing::info!("shutting down: closing listeners");
+        // Closing every connection now is a shutdown, not a gateway outage.
+        self.presence.close();
         let _ = self.http_shutdown.send(true);
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(2));

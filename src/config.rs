@@ -184,6 +184,51 @@ pub struct PipelineConfig {
     pub dedup_window: Duration,
     /// Heartbeat supervision per device class (keys are the registry's class names).
     pub device_classes: BTreeMap<String, DeviceClassConfig>,
+    /// A second detector of the same house within this time of the first alarm confirms.
+    #[serde(with = "humantime_serde")]
+    pub double_knock_window: Duration,
+    /// The same detector alarming again within this time confirms.
+    #[serde(with = "humantime_serde")]
+    pub realarm_window: Duration,
+    /// An alarm still active this long after it began confirms (persistence).
+    #[serde(with = "humantime_serde")]
+    pub verification_timeout: Duration,
+    /// A lone kitchen/studio smoke alarm that clears within this time is a nuisance alarm.
+    #[serde(with = "humantime_serde")]
+    pub nuisance_window: Duration,
+    /// After the "handled" deadline is missed, escalate again this often until 119.
+    #[serde(with = "humantime_serde")]
+    pub escalation_repeat: Duration,
+    /// Station class of stations not listed in `station_class_of`.
+    pub default_station_class: String,
+    /// 1-3-5 deadlines per station class.
+    pub station_classes: BTreeMap<String, ResponseDeadlines>,
+    /// Station id (as a string key) → station class.
+    pub station_class_of: BTreeMap<String, String>,
+    /// Period of `fw.insurance.risk` aggregates.
+    #[serde(with = "humantime_serde")]
+    pub risk_interval: Duration,
+    /// Period of `fw.coverage` records.
+    #[serde(with = "humantime_serde")]
+    pub coverage_interval: Duration,
+    /// How often shards snapshot point state to `data_dir/state` (also at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+}
+
+/// The 1-3-5 deadlines of one station class, from an incident's opening.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseDeadlines {
+    /// The station must acknowledge within this time.
+    #[serde(with = "humantime_serde")]
+    pub ack: Duration,
+    /// The station must be on scene within this time.
+    #[serde(with = "humantime_serde")]
+    pub on_scene: Duration,
+    /// The incident must be handled (resolved) within this time.
+    #[serde(with = "humantime_serde")]
+    pub handled: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -196,12 +241,32 @@ impl Default for PipelineConfig {
         device_classes.insert("polled".to_string(), class(60, 30));
         device_classes.insert("lora".to_string(), class(3600, 600));
         device_classes.insert("nbiot".to_string(), class(86_400, 3600));
+        let mut station_classes = BTreeMap::new();
+        station_classes.insert(
+            "grassroots".to_string(),
+            ResponseDeadlines {
+                ack: Duration::from_secs(60),
+                on_scene: Duration::from_secs(180),
+                handled: Duration::from_secs(300),
+            },
+        );
         PipelineConfig {
             shards: 0,
             channel_capacity: 1024,
             tick_interval: Duration::from_millis(100),
             dedup_window: Duration::from_secs(600),
             device_classes,
+            double_knock_window: Duration::from_secs(120),
+            realarm_window: Duration::from_secs(60),
+            verification_timeout: Duration::from_secs(60),
+            nuisance_window: Duration::from_secs(30),
+            escalation_repeat: Duration::from_secs(120),
+            default_station_class: "grassroots".to_string(),
+            station_classes,
+            station_class_of: BTreeMap::new(),
+            risk_interval: Duration::from_secs(3600),
+            coverage_interval: Duration::from_secs(3600),
+            snapshot_interval: Duration::from_secs(60),
         }
     }
 }
@@ -408,6 +473,45 @@ impl Config {
         if self.pipeline.tick_interval.is_zero() {
             return bad("pipeline.tick_interval", "must be > 0");
         }
+        let p = &self.pipeline;
+        if !p.station_classes.contains_key(&p.default_station_class) {
+            return bad(
+                "pipeline.default_station_class",
+                "must name a [pipeline.station_classes.*] entry",
+            );
+        }
+        for (station, class) in &p.station_class_of {
+            if station.parse::<u32>().is_err() {
+                return bad(
+                    &format!("pipeline.station_class_of.{station}"),
+                    "key must be a station id",
+                );
+            }
+            if !p.station_classes.contains_key(class) {
+                return bad(
+                    &format!("pipeline.station_class_of.{station}"),
+                    "must name a [pipeline.station_classes.*] entry",
+                );
+            }
+        }
+        for (name, d) in &p.station_classes {
+            if d.ack.is_zero() || d.on_scene < d.ack || d.handled < d.on_scene {
+                return bad(
+                    &format!("pipeline.station_classes.{name}"),
+                    "deadlines must satisfy 0 < ack <= on_scene <= handled",
+                );
+            }
+        }
+        for (key, d) in [
+            ("pipeline.escalation_repeat", p.escalation_repeat),
+            ("pipeline.risk_interval", p.risk_interval),
+            ("pipeline.coverage_interval", p.coverage_interval),
+            ("pipeline.snapshot_interval", p.snapshot_interval),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be > 0");
+            }
+        }
         for (name, c) in &self.pipeline.device_classes {
             if c.heartbeat_interval.is_zero() {
                 return bad(
@@ -423,6 +527,11 @@ impl Config {
             return bad("sink.embedded.max_batch_records", "must be > 0");
         }
         Ok(())
+    }
+
+    /// Where shards keep their snapshots.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
     }
 
     /// The embedded log directory, resolved against `data_dir`.

@@ -17,5 +17,6 @@ pub mod eventlog;
 pub mod ingest;
 pub mod pipeline;
 pub mod registry;
+pub mod restore;
 pub mod sink;
 pub mod telemetry;

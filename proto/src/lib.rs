@@ -20,10 +20,14 @@ pub trait EnumName {
 }
 
 macro_rules! enum_names {
-    ($($ty:ident),*) => {$(
+    ($($ty:ident $(strip $prefix:literal)?),*) => {$(
         impl EnumName for $ty {
             fn wire_name(value: i32) -> Option<String> {
-                $ty::try_from(value).ok().map(|v| v.as_str_name().to_ascii_lowercase())
+                $ty::try_from(value).ok().map(|v| {
+                    let name = v.as_str_name();
+                    $(let name = name.strip_prefix($prefix).unwrap_or(name);)?
+                    name.to_ascii_lowercase()
+                })
             }
         }
     )*};
@@ -34,7 +38,9 @@ enum_names!(
     RejectReason,
     CommandKind,
     RoomType,
-    PointState
+    PointState,
+    IncidentState strip "INCIDENT_STATE_",
+    EscalationLevel
 );
 
 impl EventKind {
@@ -110,7 +116,19 @@ pub mod json {
         )*};
     }
     helpers!(event_kind => EventKind, ack_status => AckStatus, reject_reason => RejectReason,
-        command_kind => CommandKind, room_type => RoomType, point_state => PointState);
+        command_kind => CommandKind, room_type => RoomType, point_state => PointState,
+        incident_state => IncidentState, escalation_level => EscalationLevel);
+
+    /// Serializes hashes as lowercase hex.
+    pub fn hex_bytes<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = String::with_capacity(v.len() * 2);
+        for b in v {
+            out.push(HEX[(b >> 4) as usize] as char);
+            out.push(HEX[(b & 15) as usize] as char);
+        }
+        s.serialize_str(&out)
+    }
 
     /// Serializes raw payload bytes as a lossy UTF-8 string (payloads are usually text or
     /// protobuf; the log keeps the exact bytes).

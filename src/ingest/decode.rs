@@ -1,7 +1,7 @@
 //! Uplink payload decoding: protobuf (`…/up`) and JSON (`…/up/json`) into `UplinkBatch`.
 //! Pure and total: any byte string gives a batch or a [`DecodeError`] (fuzzed in `fuzz/`).
 
-use firewatch_proto::{EventKind, PointEvent, UplinkBatch};
+use firewatch_proto::{CommandKind, EventKind, PointEvent, StationCommand, UplinkBatch};
 use prost::Message;
 use serde::Deserialize;
 
@@ -85,6 +85,46 @@ pub fn decode_json(payload: &[u8]) -> Result<UplinkBatch, DecodeError> {
     })
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonCommand {
+    #[serde(default)]
+    station_id: u32,
+    incident_id: String,
+    kind: String,
+    #[serde(default)]
+    operator: String,
+    #[serde(default)]
+    issued_at_ms: i64,
+    #[serde(default)]
+    note: String,
+}
+
+/// Decodes a protobuf `StationCommand`.
+pub fn decode_command_protobuf(payload: &[u8]) -> Result<StationCommand, DecodeError> {
+    StationCommand::decode(payload).map_err(|e| DecodeError::Protobuf(e.to_string()))
+}
+
+/// Decodes a JSON station command (`kind`: ack, on_scene, resolve, false_alarm).
+pub fn decode_command_json(payload: &[u8]) -> Result<StationCommand, DecodeError> {
+    let c: JsonCommand =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let kind = CommandKind::from_str_name(&c.kind.to_ascii_uppercase())
+        .filter(|k| *k != CommandKind::Unspecified)
+        .ok_or(DecodeError::UnknownKind {
+            index: 0,
+            kind: c.kind,
+        })?;
+    Ok(StationCommand {
+        station_id: c.station_id,
+        incident_id: c.incident_id,
+        kind: kind as i32,
+        operator: c.operator,
+        issued_at_ms: c.issued_at_ms,
+        note: c.note,
+    })
+}
+
 /// The JSON form of a batch (what `decode_json` reads), for tools and tests.
 pub fn encode_json(b: &UplinkBatch) -> String {
     serde_json::to_string(b).unwrap_or_default()
@@ -145,11 +185,22 @@ mod tests {
         assert_eq!(decode_protobuf(&b.encode_to_vec()).unwrap(), b);
     }
 
+    #[test]
+    fn json_command_decodes() {
+        let c =
+            decode_command_json(br#"{"incident_id":"inc-3-17","kind":"on_scene","operator":"li"}"#)
+                .unwrap();
+        assert_eq!(c.kind, CommandKind::OnScene as i32);
+        assert!(decode_command_json(br#"{"incident_id":"x","kind":"dance"}"#).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_protobuf(&bytes);
             let _ = decode_json(&bytes);
+            let _ = decode_command_protobuf(&bytes);
+            let _ = decode_command_json(&bytes);
         }
     }
 }

@@ -31,14 +31,39 @@ pub const INTERNAL_PREFIX: &str = "fwi/";
 /// Most MQTT 5 topic aliases one connection may define.
 const MAX_ALIASES: usize = 256;
 
-/// Connection presence, shared by all connections.
+/// Connection presence, shared by all connections. Transitions (first connection up,
+/// last connection down) are sent to ingest, which aggregates gateway troubles.
 #[derive(Default)]
 pub struct Presence {
     sessions: Mutex<HashMap<Arc<str>, u32>>,
     connected: AtomicI64,
+    events: Option<crossbeam_channel::Sender<(Arc<str>, bool)>>,
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Presence {
+    /// Presence that reports transitions on `events`.
+    pub fn with_events(events: crossbeam_channel::Sender<(Arc<str>, bool)>) -> Self {
+        Presence {
+            events: Some(events),
+            ..Default::default()
+        }
+    }
+
+    /// Stops reporting transitions (shutdown: closing every connection is not an outage).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn report(&self, who: &Arc<str>, up: bool) {
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send((who.clone(), up));
+        }
+    }
+
     /// Identities with at least one live connection.
     pub fn connected(&self) -> i64 {
         self.connected.load(Ordering::Relaxed)
@@ -59,6 +84,7 @@ impl Presence {
             if *n == 1 {
                 let c = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
                 metrics::gauge!(names::INGEST_CONNECTED_CLIENTS).set(c as f64);
+                self.report(who, true);
             }
         }
     }
@@ -71,6 +97,7 @@ impl Presence {
                     m.remove(who);
                     let c = self.connected.fetch_sub(1, Ordering::Relaxed) - 1;
                     metrics::gauge!(names::INGEST_CONNECTED_CLIENTS).set(c as f64);
+                    self.report(who, false);
                 }
             }
         }

@@ -7,12 +7,15 @@ pub mod broker;
 pub mod decode;
 pub mod guard;
 
-use crate::pipeline::{BatchCtx, Router};
+use crate::pipeline::incident::{house_of_incident, Command};
+use crate::pipeline::{BatchCtx, Router, ShardMsg};
 use crate::registry::Registry;
-use crate::sink::{BatchAck, DeadLetter, DeadLetterTx, SinkMsg};
+use crate::sink::{BatchAck, DeadLetter, DeadLetterTx, OutRecord, SinkMsg, Topic};
 use crate::telemetry::names;
 use bytes::Bytes;
-use firewatch_proto::{EventKind, EventRef, RejectReason, RejectedEvent, UplinkBatch};
+use firewatch_proto::{
+    CommandKind, EventKind, EventRef, RejectReason, RejectedEvent, TroubleRecord, UplinkBatch,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,8 +37,8 @@ pub enum Route<'a> {
     Status,
     /// Not a topic this identity may publish on; the detail says why.
     Wrong(String),
-    /// `fw/v1/station/{id}/cmd` from that station.
-    StationCommand(u32),
+    /// `fw/v1/station/{id}/cmd` (or `…/cmd/json`) from that station.
+    StationCommand(u32, Format),
     /// Not an `fwi/` topic at all (never from a guarded connection).
     Foreign(&'a str),
 }
@@ -62,7 +65,12 @@ pub fn classify(internal: &str) -> (&str, &str, Route<'_>) {
         }
     } else if let Some(st_rest) = topic.strip_prefix("fw/v1/station/") {
         match (st_rest.split_once('/'), crate::auth::station_id_of(user)) {
-            (Some((id, "cmd")), Some(own)) if id.parse() == Ok(own) => Route::StationCommand(own),
+            (Some((id, "cmd")), Some(own)) if id.parse() == Ok(own) => {
+                Route::StationCommand(own, Format::Protobuf)
+            }
+            (Some((id, "cmd/json")), Some(own)) if id.parse() == Ok(own) => {
+                Route::StationCommand(own, Format::Json)
+            }
             _ => Route::Wrong(format!("{user} may not publish on {topic}")),
         }
     } else {
@@ -82,6 +90,8 @@ pub struct Ingest {
     last_offset: Option<u64>,
     kind_counts: [u64; 14],
     kind_counters: Vec<metrics::Counter>,
+    house_station: rustc_hash::FxHashMap<u32, u32>,
+    gateway_down_since: rustc_hash::FxHashMap<u32, i64>,
 }
 
 impl Ingest {
@@ -103,7 +113,6 @@ impl Ingest {
             })
             .collect();
         Ingest {
-            registry,
             router,
             deadletter,
             sink,
@@ -112,6 +121,122 @@ impl Ingest {
             last_offset: None,
             kind_counts: [0; 14],
             kind_counters,
+            house_station: (0..registry.len() as u32)
+                .map(|i| (registry.info(i).house, registry.info(i).station))
+                .collect(),
+            gateway_down_since: Default::default(),
+            registry,
+        }
+    }
+
+    /// A gateway's last connection closed (`up = false`) or its first one opened: one
+    /// aggregated trouble for the outage and its restore, and the shards mark its points
+    /// unreachable / restored without a record per point.
+    pub fn on_presence(&mut self, who: &str, up: bool, now_ms: i64) {
+        let Some(g) = self.registry.gateway_idx(who) else {
+            return;
+        };
+        let points = self.registry.gateway_points(g);
+        let Some(&first) = points.first() else { return };
+        self.router.gateway_presence(points, up);
+        let info = *self.registry.info(first);
+        let since = if up {
+            // A first connection after start is not a restore.
+            let Some(since) = self.gateway_down_since.remove(&g) else {
+                return;
+            };
+            since
+        } else {
+            self.gateway_down_since.insert(g, now_ms);
+            now_ms
+        };
+        let rec = TroubleRecord {
+            kind: "gateway_offline".into(),
+            active: !up,
+            station_id: info.station,
+            point_id: 0,
+            gateway_id: who.to_string(),
+            points_affected: points.len() as u32,
+            location: Some(crate::pipeline::shard::location(&info)),
+            at_ms: now_ms,
+            since_ms: since,
+        };
+        let rec = OutRecord::new(Topic::Troubles, info.station, &rec, now_ms);
+        let _ = self.sink.send(SinkMsg {
+            records: vec![rec],
+            acks: vec![],
+            shard: None,
+        });
+    }
+
+    fn station_command(
+        &mut self,
+        user: &str,
+        topic: &str,
+        station: u32,
+        format: Format,
+        payload: Bytes,
+    ) {
+        let decoded = match format {
+            Format::Protobuf => decode::decode_command_protobuf(&payload),
+            Format::Json => decode::decode_command_json(&payload),
+        };
+        let cmd = match decoded {
+            Ok(c) => c,
+            Err(e) => {
+                return self.reject(
+                    user,
+                    topic,
+                    RejectReason::InvalidCommand,
+                    e.to_string(),
+                    &payload,
+                )
+            }
+        };
+        let command = match CommandKind::try_from(cmd.kind) {
+            Ok(CommandKind::Ack) => Command::Ack,
+            Ok(CommandKind::OnScene) => Command::OnScene,
+            Ok(CommandKind::Resolve) => Command::Resolve,
+            Ok(CommandKind::FalseAlarm) => Command::FalseAlarm,
+            _ => {
+                let detail = format!("command kind {} is not valid", cmd.kind);
+                return self.reject(user, topic, RejectReason::InvalidCommand, detail, &payload);
+            }
+        };
+        if cmd.station_id != 0 && cmd.station_id != station {
+            let detail = format!(
+                "command names station {} but station {station} sent it",
+                cmd.station_id
+            );
+            return self.reject(user, topic, RejectReason::InvalidCommand, detail, &payload);
+        }
+        let Some(house) = house_of_incident(&cmd.incident_id) else {
+            let detail = format!("{:?} is not an incident id", cmd.incident_id);
+            return self.reject(user, topic, RejectReason::UnknownIncident, detail, &payload);
+        };
+        match self.house_station.get(&house) {
+            None => {
+                let detail = format!("house {house} is not in the registry");
+                self.reject(user, topic, RejectReason::UnknownIncident, detail, &payload)
+            }
+            Some(&owner) if owner != station => {
+                let detail = format!("incident {} belongs to station {owner}", cmd.incident_id);
+                self.reject(user, topic, RejectReason::ForeignIncident, detail, &payload)
+            }
+            Some(_) => {
+                let shard = crate::pipeline::shard_of_house(house, self.router.shards());
+                metrics::counter!(names::INGEST_COMMANDS_TOTAL).increment(1);
+                self.router.send_priority(
+                    shard,
+                    ShardMsg::Command {
+                        house,
+                        incident_id: cmd.incident_id,
+                        command,
+                        operator: cmd.operator,
+                        station,
+                    },
+                );
+            }
         }
     }
 
@@ -197,13 +322,9 @@ impl Ingest {
                 metrics::counter!(names::INGEST_GATEWAY_STATUS_TOTAL, "status" => status)
                     .increment(1);
             }
-            Route::StationCommand(_) => self.reject(
-                user,
-                topic,
-                RejectReason::InvalidCommand,
-                "station commands are not handled by this engine version".into(),
-                &payload,
-            ),
+            Route::StationCommand(station, format) => {
+                self.station_command(user, topic, station, format, payload)
+            }
             Route::Wrong(detail) => {
                 self.reject(user, topic, RejectReason::WrongTopic, detail, &payload)
             }
@@ -438,7 +559,11 @@ mod tests {
         assert!(matches!(classify("fwi/gw-1/other").2, Route::Wrong(_)));
         assert_eq!(
             classify("fwi/station-3/fw/v1/station/3/cmd").2,
-            Route::StationCommand(3)
+            Route::StationCommand(3, Format::Protobuf)
+        );
+        assert_eq!(
+            classify("fwi/station-3/fw/v1/station/3/cmd/json").2,
+            Route::StationCommand(3, Format::Json)
         );
         assert!(matches!(
             classify("fwi/station-3/fw/v1/station/4/cmd").2,

@@ -4,14 +4,19 @@
 //! Routing: `shard = hash(house_id) % N`; every point of a house lives on one shard, which
 //! owns its state outright. Thread hops per event: ingest → shard → sink.
 
+pub mod aggregate;
+pub mod chain;
+pub mod incident;
 pub mod shard;
+pub mod snapshot;
+pub mod timers;
 
 use crate::registry::{PointIdx, Registry};
 use crate::sink::{BatchAck, SinkMsg};
 use crate::telemetry::names;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use firewatch_proto::{EventKind, PointEvent};
-pub use shard::{BatchCtx, Outcome, RoutedEvent, Shard};
+pub use shard::{BatchCtx, Outcome, RoutedEvent, Shard, ShardRules};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,6 +36,26 @@ pub struct EventBatch {
 pub enum ShardMsg {
     /// Events to process.
     Events(EventBatch),
+    /// A station command for an incident of `house` (ownership already checked).
+    Command {
+        /// House of the incident.
+        house: u32,
+        /// Incident id.
+        incident_id: String,
+        /// What to do.
+        command: incident::Command,
+        /// Who.
+        operator: String,
+        /// The commanding station (for dead letters).
+        station: u32,
+    },
+    /// A gateway's connection went down or came back; `locals` are its points here.
+    Gateway {
+        /// Shard-local indexes.
+        locals: Vec<u32>,
+        /// Connected again?
+        up: bool,
+    },
 }
 
 /// Where each point lives.
@@ -64,24 +89,24 @@ pub struct Router {
 
 /// The receiving ends for one shard thread.
 pub struct ShardInputs {
-    /// Alarm-class events and troubles.
+    /// Alarm-class events, troubles, commands, presence.
     pub alarm: Receiver<ShardMsg>,
     /// Heartbeats and the rest.
     pub normal: Receiver<ShardMsg>,
-    /// Points this shard owns.
-    pub points: usize,
+    /// Registry indexes of the points this shard owns (position = shard-local index).
+    pub globals: Vec<PointIdx>,
 }
 
 impl Router {
     /// Places every registry point and creates `shards` pairs of lanes of `capacity` batches.
     pub fn new(registry: &Registry, shards: usize, capacity: usize) -> (Router, Vec<ShardInputs>) {
         let shards = shards.max(1);
-        let mut counts = vec![0u32; shards];
+        let mut globals: Vec<Vec<PointIdx>> = vec![Vec::new(); shards];
         let placement = (0..registry.len() as u32)
             .map(|idx| {
                 let s = shard_of_house(registry.info(idx).house, shards);
-                let local = counts[s];
-                counts[s] += 1;
+                let local = globals[s].len() as u32;
+                globals[s].push(idx);
                 Placement {
                     shard: s as u16,
                     local,
@@ -90,7 +115,7 @@ impl Router {
             .collect();
         let mut lanes = Vec::with_capacity(shards);
         let mut inputs = Vec::with_capacity(shards);
-        for count in counts {
+        for g in globals {
             let (atx, arx) = crossbeam_channel::bounded(capacity);
             let (ntx, nrx) = crossbeam_channel::bounded(capacity);
             lanes.push(Lanes {
@@ -100,7 +125,7 @@ impl Router {
             inputs.push(ShardInputs {
                 alarm: arx,
                 normal: nrx,
-                points: count as usize,
+                globals: g,
             });
         }
         let router = Router {
@@ -115,6 +140,35 @@ impl Router {
     /// Shard count.
     pub fn shards(&self) -> usize {
         self.lanes.len()
+    }
+
+    /// (shard, shard-local index) of a point.
+    pub fn place(&self, point: PointIdx) -> Option<(usize, u32)> {
+        self.placement
+            .get(point as usize)
+            .map(|p| (p.shard as usize, p.local))
+    }
+
+    /// Sends a message to a shard's alarm lane (blocking: commands and presence are never shed).
+    pub fn send_priority(&self, shard: usize, msg: ShardMsg) {
+        if let Some(l) = self.lanes.get(shard) {
+            let _ = l.alarm.send(msg);
+        }
+    }
+
+    /// Tells every shard that holds points of a gateway that it went down or came back.
+    pub fn gateway_presence(&self, points: &[PointIdx], up: bool) {
+        let mut per: Vec<Vec<u32>> = vec![Vec::new(); self.lanes.len()];
+        for &p in points {
+            if let Some((s, local)) = self.place(p) {
+                per[s].push(local);
+            }
+        }
+        for (s, locals) in per.into_iter().enumerate() {
+            if !locals.is_empty() {
+                self.send_priority(s, ShardMsg::Gateway { locals, up });
+            }
+        }
     }
 
     /// Routes accepted events. `make_ack(parts)` builds the batch's pending ack once the
@@ -176,6 +230,9 @@ impl Router {
                         self.shed.increment((before - b.events.len()) as u64);
                         let _ = self.lanes[s].alarm.send(ShardMsg::Events(b));
                     }
+                    Err(TrySendError::Full(other)) => {
+                        let _ = self.lanes[s].alarm.send(other);
+                    }
                 }
             }
         }
@@ -188,14 +245,17 @@ pub fn is_priority(kind: EventKind) -> bool {
     !matches!(kind, EventKind::Heartbeat | EventKind::Test)
 }
 
-/// Runs one shard until both lanes are closed and drained.
+/// Runs one shard until both lanes are closed and drained; returns the shard (for the
+/// final snapshot). `snapshot(shard)` runs every `snapshot_interval`.
 pub fn run_shard(
     id: usize,
     mut shard: Shard,
     inputs: ShardInputs,
     sink: Sender<SinkMsg>,
     tick_interval: Duration,
-) {
+    snapshot_interval: Duration,
+    mut snapshot: impl FnMut(&Shard),
+) -> Shard {
     let label = id.to_string();
     let processed_alarm = metrics::counter!(names::PIPELINE_EVENTS_TOTAL, "lane" => "alarm");
     let processed_normal = metrics::counter!(names::PIPELINE_EVENTS_TOTAL, "lane" => "normal");
@@ -207,6 +267,7 @@ pub fn run_shard(
     let online = metrics::gauge!(names::PIPELINE_ONLINE_POINTS, "shard" => label);
     let mut out = Vec::new();
     let mut next_tick = Instant::now() + tick_interval;
+    let mut next_snapshot = Instant::now() + snapshot_interval;
     let (mut alarm_open, mut normal_open) = (true, true);
     while alarm_open || normal_open {
         // Priority drain: alarms first, always.
@@ -239,30 +300,72 @@ pub fn run_shard(
                 }
             },
         };
-        if let Some((ShardMsg::Events(b), is_alarm)) = msg {
-            let now_ms = crate::clock::unix_ms();
-            let mut n_dup = 0u64;
-            for ev in &b.events {
-                if shard.on_event(ev, &b.ctx, now_ms, &mut out) != Outcome::Accepted {
-                    n_dup += 1;
+        match msg {
+            Some((ShardMsg::Events(b), is_alarm)) => {
+                let now_ms = crate::clock::unix_ms();
+                let mut n_dup = 0u64;
+                for ev in &b.events {
+                    if shard.on_event(ev, &b.ctx, now_ms, &mut out) != Outcome::Accepted {
+                        n_dup += 1;
+                    }
+                }
+                dups.increment(n_dup);
+                let c = if is_alarm {
+                    &processed_alarm
+                } else {
+                    &processed_normal
+                };
+                c.increment(b.events.len() as u64);
+                let msg = SinkMsg {
+                    records: std::mem::take(&mut out),
+                    acks: vec![b.ack],
+                    shard: Some(id),
+                };
+                if sink.send(msg).is_err() {
+                    tracing::error!(shard = id, "sink is gone; shard stops");
+                    return shard;
                 }
             }
-            dups.increment(n_dup);
-            let c = if is_alarm {
-                &processed_alarm
-            } else {
-                &processed_normal
-            };
-            c.increment(b.events.len() as u64);
-            let msg = SinkMsg {
-                records: std::mem::take(&mut out),
-                acks: vec![b.ack],
-                shard: Some(id),
-            };
-            if sink.send(msg).is_err() {
-                tracing::error!(shard = id, "sink is gone; shard stops");
-                return;
+            Some((
+                ShardMsg::Command {
+                    house,
+                    incident_id,
+                    command,
+                    operator,
+                    station,
+                },
+                _,
+            )) => {
+                let now_ms = crate::clock::unix_ms();
+                if let Err(reason) =
+                    shard.on_command(house, &incident_id, command, &operator, now_ms, &mut out)
+                {
+                    metrics::counter!(names::INGEST_REJECTED_TOTAL, "reason" => reason.wire_name())
+                        .increment(1);
+                    let dl = crate::sink::DeadLetter {
+                        gateway_id: format!("station-{station}"),
+                        topic: format!("fw/v1/station/{station}/cmd"),
+                        reason,
+                        detail: format!("incident {incident_id} is not open"),
+                        raw: bytes::Bytes::new(),
+                        point_id: 0,
+                        device_seq: 0,
+                    };
+                    metrics::counter!(names::DEADLETTER_REJECTS_TOTAL, "reason" => reason.wire_name()).increment(1);
+                    out.push(dl.to_record(now_ms, 0));
+                }
+                if !out.is_empty() {
+                    let _ = sink.send(SinkMsg {
+                        records: std::mem::take(&mut out),
+                        acks: vec![],
+                        shard: Some(id),
+                    });
+                }
             }
+            Some((ShardMsg::Gateway { locals, up }, _)) => {
+                shard.on_gateway(&locals, up, crate::clock::unix_ms());
+            }
+            None => {}
         }
         if Instant::now() >= next_tick {
             next_tick += tick_interval;
@@ -281,9 +384,14 @@ pub fn run_shard(
             depth_a.set(inputs.alarm.len() as f64);
             depth_n.set(inputs.normal.len() as f64);
             online.set(shard.online() as f64);
+            if Instant::now() >= next_snapshot {
+                snapshot(&shard);
+                next_snapshot = Instant::now() + snapshot_interval;
+            }
         }
     }
     online.set(shard.online() as f64);
+    shard
 }
 
 #[cfg(test)]
@@ -304,7 +412,7 @@ mod tests {
             let s = router.placement[idx as usize].shard;
             assert_eq!(*by_house.entry(reg.info(idx).house).or_insert(s), s);
         }
-        let sizes: Vec<usize> = inputs.iter().map(|i| i.points).collect();
+        let sizes: Vec<usize> = inputs.iter().map(|i| i.globals.len()).collect();
         assert_eq!(sizes.iter().sum::<usize>(), reg.len());
         assert!(sizes.iter().all(|&n| n > reg.len() / 8), "{sizes:?}");
         // Local indexes are dense per shard.
@@ -380,7 +488,9 @@ mod tests {
         router.route(vec![(0, hb)].into_iter(), &ctx, ack);
         router.route(vec![(1, hb), (2, test)].into_iter(), &ctx, ack);
         assert_eq!(inputs[0].normal.len(), 1);
-        let ShardMsg::Events(b) = inputs[0].alarm.try_recv().unwrap();
+        let Ok(ShardMsg::Events(b)) = inputs[0].alarm.try_recv() else {
+            panic!("expected events")
+        };
         assert_eq!(b.events.len(), 1);
         assert_eq!(b.events[0].event.kind, EventKind::Test as i32);
     }

@@ -1,13 +1,25 @@
-//! One shard's state machine: pure functions of an event (or a tick) and `now`.
+//! One shard's state machine: pure functions of an event, a command, a gateway presence
+//! change or a tick, and `now`.
 //!
-//! A shard owns the points of the houses hashed to it, in a dense `Vec` indexed by the
-//! shard-local point number, so the hot path takes no locks and does no hashing.
+//! A shard owns the points of the houses hashed to it (dense `Vec` by shard-local index:
+//! no locks, no hashing on the heartbeat path), their supervision timers (a [`TimerWheel`]),
+//! the open incident of each of its houses, its houses' risk counters and the insurance
+//! chains of their policies.
 
+use super::aggregate::{risk_record, Coverage, HouseStats};
+use super::chain::ChainHeads;
+use super::incident::{Command, Deadlines, Incident, IncidentRules};
+use super::timers::TimerWheel;
+use crate::config::PipelineConfig;
 use crate::registry::{PointIdx, PointInfo, Registry};
 use crate::sink::{OutRecord, Topic};
 use firewatch_proto::{
-    AlarmRecord, EventKind, Location, PointEvent, PointState, PointStatusRecord,
+    AlarmRecord, EventKind, IncidentRecord, Location, PointEvent, PointState, PointStatusRecord,
+    RejectReason, TroubleRecord,
 };
+use prost::Message;
+use rustc_hash::FxHashMap;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
 /// 2020-01-01T00:00:00Z in Unix ms: the epoch of the compact per-point timestamps.
@@ -20,18 +32,49 @@ const BATTERY_RESTORE_PCT: u32 = 25;
 const FLAG_LOW_BATTERY: u8 = 1;
 const FLAG_TAMPER: u8 = 2;
 const FLAG_FAULT: u8 = 4;
+const TROUBLE_FLAGS: [(u8, &str, &str); 3] = [
+    (FLAG_LOW_BATTERY, "low_battery", "battery_restored"),
+    (FLAG_TAMPER, "tamper", "tamper_clear"),
+    (FLAG_FAULT, "fault", "fault_clear"),
+];
 
-/// Hot state of one point (48 bytes).
-#[derive(Debug, Clone, Copy, Default)]
-struct PointSlot {
-    last_seen_ms: i64,
+const STATE_UNKNOWN: u8 = 0;
+const ONLINE: u8 = PointState::Online as u8;
+const OFFLINE: u8 = PointState::Offline as u8;
+const UNREACHABLE: u8 = PointState::Unreachable as u8;
+
+/// Hot state of one point (72 bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PointSlot {
+    /// Last event, Unix ms.
+    pub last_seen_ms: i64,
     /// (device_seq, seconds since EPOCH_MS) of recent non-heartbeat events; 0 s = empty.
-    recent: [(u32, u32); RECENT],
-    last_hb_seq: u32,
-    state: u8,
-    flags: u8,
-    battery: u8,
-    ring: u8,
+    pub recent: [(u32, u32); RECENT],
+    /// Last heartbeat sequence.
+    pub last_hb_seq: u32,
+    /// Supervision deadline (seconds since EPOCH_MS); 0 = none.
+    pub deadline_s: u32,
+    /// When the point went offline (seconds since EPOCH_MS).
+    pub offline_since_s: u32,
+    /// When each trouble flag was raised.
+    pub trouble_since_s: [u32; 3],
+    /// `PointState` as u8 (0 = never seen).
+    pub state: u8,
+    /// Trouble flags.
+    pub flags: u8,
+    /// Last battery level.
+    pub battery: u8,
+    /// Next dedup ring slot.
+    pub ring: u8,
+}
+
+/// Seconds since EPOCH_MS (>= 1, so 0 keeps meaning "unset").
+pub fn secs(now_ms: i64) -> u32 {
+    ((now_ms - EPOCH_MS) / 1000).clamp(1, i64::from(u32::MAX)) as u32
+}
+
+fn ms_of(s: u32) -> i64 {
+    EPOCH_MS + i64::from(s) * 1000
 }
 
 /// An event routed to this shard.
@@ -67,17 +110,87 @@ pub enum Outcome {
     Misrouted,
 }
 
-/// Per-shard state.
-pub struct Shard {
-    registry: Arc<Registry>,
-    points: Vec<PointSlot>,
-    dedup_window_s: u32,
-    online: u64,
+/// The rules every shard applies, resolved from `[pipeline]` against the registry.
+#[derive(Debug, Clone)]
+pub struct ShardRules {
+    /// Dedup window, seconds.
+    pub dedup_window_s: u32,
+    /// Incident timing.
+    pub incidents: IncidentRules,
+    /// (interval + grace) in seconds per registry device class index.
+    pub supervision_s: Vec<u32>,
+    /// 1-3-5 deadlines of stations with a non-default class.
+    pub station_deadlines: FxHashMap<u32, Deadlines>,
+    /// Deadlines of every other station.
+    pub default_deadlines: Deadlines,
+    /// `fw.insurance.risk` period.
+    pub risk_interval_ms: i64,
+    /// `fw.coverage` period.
+    pub coverage_interval_ms: i64,
 }
 
-fn secs(now_ms: i64) -> u32 {
-    // Clamp to >= 1 so that 0 keeps meaning "empty".
-    ((now_ms - EPOCH_MS) / 1000).clamp(1, i64::from(u32::MAX)) as u32
+impl ShardRules {
+    /// Resolves the rules; `Err` names a registry device class the config lacks.
+    pub fn new(cfg: &PipelineConfig, registry: &Registry) -> Result<ShardRules, String> {
+        let ms = |d: std::time::Duration| d.as_millis() as i64;
+        let mut supervision_s = Vec::new();
+        for class in registry.device_classes() {
+            let c = cfg.device_classes.get(class).ok_or_else(|| {
+                format!("registry device class {class:?} has no [pipeline.device_classes.{class}]")
+            })?;
+            supervision_s.push(
+                (c.heartbeat_interval + c.grace)
+                    .as_secs()
+                    .clamp(1, u64::from(u32::MAX)) as u32,
+            );
+        }
+        let deadlines = |name: &str| {
+            cfg.station_classes.get(name).map(|d| Deadlines {
+                class: name.to_string(),
+                ack_ms: ms(d.ack),
+                on_scene_ms: ms(d.on_scene),
+                handled_ms: ms(d.handled),
+            })
+        };
+        let default_deadlines = deadlines(&cfg.default_station_class).ok_or_else(|| {
+            format!(
+                "station class {:?} is not defined",
+                cfg.default_station_class
+            )
+        })?;
+        let mut station_deadlines = FxHashMap::default();
+        for (station, class) in &cfg.station_class_of {
+            let id: u32 = station
+                .parse()
+                .map_err(|_| format!("station id {station:?} is not a number"))?;
+            station_deadlines.insert(
+                id,
+                deadlines(class)
+                    .ok_or_else(|| format!("station class {class:?} is not defined"))?,
+            );
+        }
+        Ok(ShardRules {
+            dedup_window_s: cfg.dedup_window.as_secs().clamp(1, u64::from(u32::MAX)) as u32,
+            incidents: IncidentRules {
+                double_knock_ms: ms(cfg.double_knock_window),
+                realarm_ms: ms(cfg.realarm_window),
+                verification_ms: ms(cfg.verification_timeout),
+                nuisance_ms: ms(cfg.nuisance_window),
+                escalation_repeat_ms: ms(cfg.escalation_repeat),
+            },
+            supervision_s,
+            station_deadlines,
+            default_deadlines,
+            risk_interval_ms: ms(cfg.risk_interval),
+            coverage_interval_ms: ms(cfg.coverage_interval),
+        })
+    }
+
+    fn deadlines(&self, station: u32) -> &Deadlines {
+        self.station_deadlines
+            .get(&station)
+            .unwrap_or(&self.default_deadlines)
+    }
 }
 
 /// The registry location of a point, as carried in records.
@@ -93,20 +206,157 @@ pub fn location(info: &PointInfo) -> Location {
     }
 }
 
+/// Per-shard state.
+pub struct Shard {
+    registry: Arc<Registry>,
+    rules: Arc<ShardRules>,
+    globals: Vec<PointIdx>,
+    points: Vec<PointSlot>,
+    wheel: TimerWheel,
+    incidents: FxHashMap<u32, Incident>,
+    chain: ChainHeads,
+    houses: FxHashMap<u32, HouseStats>,
+    coverage: Arc<Coverage>,
+    emit_coverage: bool,
+    online: u64,
+    window_start_ms: i64,
+    next_risk_ms: i64,
+    next_coverage_ms: i64,
+}
+
 impl Shard {
-    /// A shard owning `points` points (shard-local indexes `0..points`).
-    pub fn new(registry: Arc<Registry>, points: usize, dedup_window: std::time::Duration) -> Self {
-        Shard {
+    /// A shard owning the registry points `globals` (shard-local index = position), with
+    /// clocks starting at `start_ms`. Every point is armed for supervision from the start.
+    /// `emit_coverage`: this shard writes the (global) coverage records.
+    pub fn new(
+        registry: Arc<Registry>,
+        rules: Arc<ShardRules>,
+        globals: Vec<PointIdx>,
+        coverage: Arc<Coverage>,
+        emit_coverage: bool,
+        start_ms: i64,
+    ) -> Self {
+        let mut shard = Shard {
+            points: vec![PointSlot::default(); globals.len()],
+            wheel: TimerWheel::new(secs(start_ms)),
             registry,
-            points: vec![PointSlot::default(); points],
-            dedup_window_s: dedup_window.as_secs().clamp(1, u64::from(u32::MAX)) as u32,
+            rules,
+            globals,
+            incidents: FxHashMap::default(),
+            chain: ChainHeads::default(),
+            houses: FxHashMap::default(),
+            coverage,
+            emit_coverage,
             online: 0,
+            window_start_ms: start_ms,
+            next_risk_ms: 0,
+            next_coverage_ms: 0,
+        };
+        shard.next_risk_ms = start_ms + shard.rules.risk_interval_ms;
+        shard.next_coverage_ms = start_ms + shard.rules.coverage_interval_ms;
+        for local in 0..shard.points.len() as u32 {
+            shard.arm(local, start_ms);
         }
+        shard
     }
 
     /// Points currently online.
     pub fn online(&self) -> u64 {
         self.online
+    }
+
+    /// Open incidents.
+    pub fn open_incidents(&self) -> impl Iterator<Item = &IncidentRecord> {
+        self.incidents.values().map(|i| &i.rec)
+    }
+
+    /// Supervision timer entries held.
+    pub fn timer_entries(&self) -> usize {
+        self.wheel.len()
+    }
+
+    fn arm(&mut self, local: u32, from_ms: i64) {
+        let info = self.registry.info(self.globals[local as usize]);
+        let s = secs(from_ms)
+            + self
+                .rules
+                .supervision_s
+                .get(info.class as usize)
+                .copied()
+                .unwrap_or(u32::MAX / 4);
+        self.points[local as usize].deadline_s = s;
+        self.wheel.insert(local, s);
+    }
+
+    fn set_state(&mut self, local: u32, state: u8) {
+        let slot = &mut self.points[local as usize];
+        let was_online = slot.state == ONLINE;
+        slot.state = state;
+        let village = self.registry.info(self.globals[local as usize]).village;
+        match (was_online, state == ONLINE) {
+            (false, true) => {
+                self.online += 1;
+                self.coverage.add(village, 1);
+            }
+            (true, false) => {
+                self.online -= 1;
+                self.coverage.add(village, -1);
+            }
+            _ => {}
+        }
+    }
+
+    fn status(&self, local: u32, cause: &str, now_ms: i64, out: &mut Vec<OutRecord>) {
+        let idx = self.globals[local as usize];
+        let slot = &self.points[local as usize];
+        let point_id = self.registry.point_id(idx);
+        let rec = PointStatusRecord {
+            point_id,
+            state: i32::from(slot.state),
+            low_battery: slot.flags & FLAG_LOW_BATTERY != 0,
+            tamper: slot.flags & FLAG_TAMPER != 0,
+            fault: slot.flags & FLAG_FAULT != 0,
+            battery_pct: u32::from(slot.battery),
+            last_seen_ms: slot.last_seen_ms,
+            changed_at_ms: now_ms,
+            cause: cause.to_string(),
+            location: Some(location(self.registry.info(idx))),
+        };
+        out.push(OutRecord::new(Topic::PointStatus, point_id, &rec, now_ms));
+    }
+
+    fn trouble(
+        &mut self,
+        local: u32,
+        kind: &str,
+        active: bool,
+        since_ms: i64,
+        now_ms: i64,
+        out: &mut Vec<OutRecord>,
+    ) {
+        let idx = self.globals[local as usize];
+        let info = *self.registry.info(idx);
+        let rec = TroubleRecord {
+            kind: kind.to_string(),
+            active,
+            station_id: info.station,
+            point_id: self.registry.point_id(idx),
+            gateway_id: self.registry.gateway_id(info.gateway).to_string(),
+            points_affected: 1,
+            location: Some(location(&info)),
+            at_ms: now_ms,
+            since_ms,
+        };
+        out.push(OutRecord::new(Topic::Troubles, info.station, &rec, now_ms));
+        if info.policy != 0 {
+            let h = self.houses.entry(info.house).or_default();
+            if active {
+                h.troubles += 1;
+            } else {
+                h.repaired += 1;
+                h.repair_ms += (now_ms - since_ms).max(0);
+            }
+        }
     }
 
     /// Processes one event at `now_ms`, appending the records it produces to `out`.
@@ -117,76 +367,41 @@ impl Shard {
         now_ms: i64,
         out: &mut Vec<OutRecord>,
     ) -> Outcome {
-        let Some(slot) = self.points.get_mut(ev.local as usize) else {
-            // The router only sends points it assigned here; never trust that blindly.
+        let local = ev.local;
+        if self.globals.get(local as usize) != Some(&ev.point) {
             return Outcome::Misrouted;
-        };
+        }
         let kind = EventKind::try_from(ev.event.kind).unwrap_or(EventKind::Unspecified);
-        let now_s = secs(now_ms);
-        let seq = ev.event.device_seq;
-        if kind == EventKind::Heartbeat {
-            if slot.state != 0 && slot.last_hb_seq == seq && slot.last_seen_ms > 0 {
-                slot.last_seen_ms = slot.last_seen_ms.max(now_ms);
-                return Outcome::Duplicate;
-            }
-            slot.last_hb_seq = seq;
-        } else {
-            let window = self.dedup_window_s;
-            if slot
-                .recent
-                .iter()
-                .any(|&(s, at)| at != 0 && s == seq && now_s.saturating_sub(at) <= window)
-            {
-                return Outcome::Duplicate;
-            }
-            slot.recent[slot.ring as usize % RECENT] = (seq, now_s);
-            slot.ring = (slot.ring + 1) % RECENT as u8;
+        if self.is_duplicate(local, kind, ev.event.device_seq, now_ms) {
+            return Outcome::Duplicate;
         }
-        slot.last_seen_ms = now_ms;
         let info = *self.registry.info(ev.point);
-
-        let mut cause: Option<&'static str> = None;
-        if slot.state != PointState::Online as u8 {
-            if slot.state == 0 {
-                cause = Some("first_seen");
-            } else {
-                cause = Some("back_online");
+        self.points[local as usize].last_seen_ms = now_ms;
+        self.arm(local, now_ms);
+        match self.points[local as usize].state {
+            ONLINE => {}
+            STATE_UNKNOWN => {
+                self.set_state(local, ONLINE);
+                self.status(local, "first_seen", now_ms, out);
             }
-            slot.state = PointState::Online as u8;
-            self.online += 1;
-        }
-        let old_flags = slot.flags;
-        match kind {
-            EventKind::LowBattery => slot.flags |= FLAG_LOW_BATTERY,
-            EventKind::Tamper => slot.flags |= FLAG_TAMPER,
-            EventKind::TamperClear => slot.flags &= !FLAG_TAMPER,
-            EventKind::Fault => slot.flags |= FLAG_FAULT,
-            EventKind::FaultClear => slot.flags &= !FLAG_FAULT,
-            _ => {}
-        }
-        if ev.event.battery_pct > 0 {
-            slot.battery = ev.event.battery_pct.min(100) as u8;
-            if kind != EventKind::LowBattery && ev.event.battery_pct >= BATTERY_RESTORE_PCT {
-                slot.flags &= !FLAG_LOW_BATTERY;
+            OFFLINE => {
+                let since = ms_of(self.points[local as usize].offline_since_s);
+                self.set_state(local, ONLINE);
+                self.status(local, "back_online", now_ms, out);
+                self.trouble(local, "offline", false, since, now_ms, out);
+            }
+            _ => {
+                self.set_state(local, ONLINE);
+                self.status(local, "back_online", now_ms, out);
             }
         }
-        if slot.flags != old_flags && cause.is_none() {
-            cause = Some(match kind {
-                EventKind::LowBattery => "low_battery",
-                EventKind::Tamper => "tamper",
-                EventKind::TamperClear => "tamper_clear",
-                EventKind::Fault => "fault",
-                EventKind::FaultClear => "fault_clear",
-                _ => "battery_restored",
-            });
-        }
-        let slot = *slot;
-
+        self.update_flags(local, kind, ev.event.battery_pct, now_ms, out);
+        let point_id = self.registry.point_id(ev.point);
         if kind.is_alarm() {
             let rec = AlarmRecord {
-                point_id: self.registry.point_id(ev.point),
+                point_id,
                 kind: kind as i32,
-                device_seq: seq,
+                device_seq: ev.event.device_seq,
                 device_time_ms: ev.event.device_time_ms,
                 received_at_ms: ctx.received_ms,
                 gateway_id: ctx.gateway_id.to_string(),
@@ -196,128 +411,313 @@ impl Shard {
                 device_class: self.registry.device_class_name(info.class).to_string(),
             };
             out.push(OutRecord::new(Topic::Alarms, info.house, &rec, now_ms));
-        }
-        if let Some(cause) = cause {
-            let point_id = self.registry.point_id(ev.point);
-            let rec = PointStatusRecord {
-                point_id,
-                state: i32::from(slot.state),
-                low_battery: slot.flags & FLAG_LOW_BATTERY != 0,
-                tamper: slot.flags & FLAG_TAMPER != 0,
-                fault: slot.flags & FLAG_FAULT != 0,
-                battery_pct: u32::from(slot.battery),
-                last_seen_ms: slot.last_seen_ms,
-                changed_at_ms: now_ms,
-                cause: cause.to_string(),
-                location: Some(location(&info)),
-            };
-            out.push(OutRecord::new(Topic::PointStatus, point_id, &rec, now_ms));
+            if info.policy != 0 {
+                self.houses.entry(info.house).or_default().alarms += 1;
+            }
+            self.alarm_incident(&info, point_id, kind, &ev.event, now_ms, out);
+        } else if kind == EventKind::AlarmClear {
+            if let Some(inc) = self.incidents.get_mut(&info.house) {
+                let nuisance = inc.on_clear(
+                    point_id,
+                    info.room_type as i32,
+                    &self.rules.incidents,
+                    now_ms,
+                    out,
+                );
+                if nuisance {
+                    if info.policy != 0 {
+                        self.houses.entry(info.house).or_default().nuisance += 1;
+                    }
+                    self.close_incident(info.house, out);
+                }
+            }
+        } else if kind == EventKind::Mute {
+            if let Some(inc) = self.incidents.get_mut(&info.house) {
+                inc.on_mute(now_ms, out);
+            }
         }
         Outcome::Accepted
     }
 
-    /// Runs timers due at `now_ms`. Supervision and escalation timers plug in here.
-    pub fn on_tick(&mut self, _now_ms: i64, _out: &mut Vec<OutRecord>) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::{generate, GenerateOptions};
-    use firewatch_proto::EventKind as K;
-    use prost::Message;
-
-    fn setup() -> (Shard, Arc<Registry>, BatchCtx) {
-        let reg = Arc::new(generate(&GenerateOptions {
-            points: 200,
-            seed: 1,
-        }));
-        let shard = Shard::new(reg.clone(), reg.len(), std::time::Duration::from_secs(600));
-        let ctx = BatchCtx {
-            gateway_id: "gw".into(),
-            batch_seq: 1,
-            received_ms: 0,
-        };
-        (shard, reg, ctx)
+    fn is_duplicate(&mut self, local: u32, kind: EventKind, seq: u32, now_ms: i64) -> bool {
+        let window = self.rules.dedup_window_s;
+        let slot = &mut self.points[local as usize];
+        let now_s = secs(now_ms);
+        if kind == EventKind::Heartbeat {
+            if slot.state != STATE_UNKNOWN && slot.last_hb_seq == seq && slot.last_seen_ms > 0 {
+                return true;
+            }
+            slot.last_hb_seq = seq;
+            return false;
+        }
+        if slot
+            .recent
+            .iter()
+            .any(|&(s, at)| at != 0 && s == seq && now_s.saturating_sub(at) <= window)
+        {
+            return true;
+        }
+        slot.recent[slot.ring as usize % RECENT] = (seq, now_s);
+        slot.ring = (slot.ring + 1) % RECENT as u8;
+        false
     }
 
-    fn ev(point: u32, kind: K, seq: u32) -> RoutedEvent {
-        RoutedEvent {
-            point,
-            local: point,
-            event: PointEvent {
-                point_id: 0,
-                kind: kind as i32,
-                device_seq: seq,
-                ..Default::default()
-            },
+    fn update_flags(
+        &mut self,
+        local: u32,
+        kind: EventKind,
+        battery_pct: u32,
+        now_ms: i64,
+        out: &mut Vec<OutRecord>,
+    ) {
+        let slot = &mut self.points[local as usize];
+        let old = slot.flags;
+        match kind {
+            EventKind::LowBattery => slot.flags |= FLAG_LOW_BATTERY,
+            EventKind::Tamper => slot.flags |= FLAG_TAMPER,
+            EventKind::TamperClear => slot.flags &= !FLAG_TAMPER,
+            EventKind::Fault => slot.flags |= FLAG_FAULT,
+            EventKind::FaultClear => slot.flags &= !FLAG_FAULT,
+            _ => {}
+        }
+        if battery_pct > 0 {
+            slot.battery = battery_pct.min(100) as u8;
+            if kind != EventKind::LowBattery && battery_pct >= BATTERY_RESTORE_PCT {
+                slot.flags &= !FLAG_LOW_BATTERY;
+            }
+        }
+        let new = slot.flags;
+        if new == old {
+            return;
+        }
+        for (i, (flag, raise, restore)) in TROUBLE_FLAGS.iter().enumerate() {
+            match (old & flag != 0, new & flag != 0) {
+                (false, true) => {
+                    self.points[local as usize].trouble_since_s[i] = secs(now_ms);
+                    self.status(local, raise, now_ms, out);
+                    self.trouble(local, raise, true, now_ms, now_ms, out);
+                }
+                (true, false) => {
+                    let since = ms_of(self.points[local as usize].trouble_since_s[i]);
+                    self.status(local, restore, now_ms, out);
+                    self.trouble(local, raise, false, since, now_ms, out);
+                }
+                _ => {}
+            }
         }
     }
 
-    const T0: i64 = 1_800_000_000_000;
-
-    #[test]
-    fn alarm_produces_enriched_record_once() {
-        let (mut s, reg, ctx) = setup();
-        let mut out = Vec::new();
-        assert_eq!(
-            s.on_event(&ev(5, K::SmokeAlarm, 9), &ctx, T0, &mut out),
-            Outcome::Accepted
+    fn alarm_incident(
+        &mut self,
+        info: &PointInfo,
+        point_id: u64,
+        kind: EventKind,
+        ev: &PointEvent,
+        now_ms: i64,
+        out: &mut Vec<OutRecord>,
+    ) {
+        if let Some(inc) = self.incidents.get_mut(&info.house) {
+            inc.on_alarm(point_id, kind, &self.rules.incidents, now_ms, out);
+            return;
+        }
+        let hash: [u8; 32] = Sha256::digest(ev.encode_to_vec()).into();
+        let mut inc = Incident::open(
+            info.house,
+            point_id,
+            kind,
+            ev.device_time_ms,
+            location(info),
+            self.registry.device_class_name(info.class),
+            hash.to_vec(),
+            self.rules.deadlines(info.station),
+            now_ms,
         );
-        let alarms: Vec<_> = out.iter().filter(|r| r.topic == Topic::Alarms).collect();
-        assert_eq!(alarms.len(), 1);
-        let a = AlarmRecord::decode(alarms[0].value.as_slice()).unwrap();
-        assert_eq!(a.point_id, reg.point_id(5));
-        assert_eq!(a.location.unwrap().house_id, reg.info(5).house);
-        assert_eq!(alarms[0].key, reg.info(5).house.to_string().into_bytes());
-        out.clear();
-        assert_eq!(
-            s.on_event(&ev(5, K::SmokeAlarm, 9), &ctx, T0 + 1000, &mut out),
-            Outcome::Duplicate
-        );
-        assert!(out.is_empty());
-        // Outside the window the same seq is new again (device seq wrapped or reset).
-        assert_eq!(
-            s.on_event(
-                &ev(5, K::SmokeAlarm, 9),
-                &ctx,
-                T0 + 601_000 + 1000,
-                &mut out
-            ),
-            Outcome::Accepted
-        );
+        inc.emit_opened(now_ms, out);
+        self.incidents.insert(info.house, inc);
     }
 
-    #[test]
-    fn status_changes_only_on_change() {
-        let (mut s, _, ctx) = setup();
-        let mut out = Vec::new();
-        s.on_event(&ev(1, K::Heartbeat, 1), &ctx, T0, &mut out);
-        assert_eq!(out.len(), 1, "first_seen");
-        assert_eq!(s.online(), 1);
-        out.clear();
-        s.on_event(&ev(1, K::Heartbeat, 2), &ctx, T0 + 1, &mut out);
-        assert!(out.is_empty());
-        s.on_event(&ev(1, K::LowBattery, 3), &ctx, T0 + 2, &mut out);
-        let st = PointStatusRecord::decode(out[0].value.as_slice()).unwrap();
-        assert!(st.low_battery);
-        assert_eq!(st.cause, "low_battery");
-        out.clear();
-        let mut hb = ev(1, K::Heartbeat, 4);
-        hb.event.battery_pct = 90;
-        s.on_event(&hb, &ctx, T0 + 3, &mut out);
-        let st = PointStatusRecord::decode(out[0].value.as_slice()).unwrap();
-        assert!(!st.low_battery);
-        assert_eq!(st.battery_pct, 90);
+    fn close_incident(&mut self, house: u32, out: &mut Vec<OutRecord>) {
+        let Some(inc) = self.incidents.remove(&house) else {
+            return;
+        };
+        let rec = inc.rec;
+        let policy = rec.location.map_or(0, |l| l.policy_id);
+        if policy == 0 {
+            return;
+        }
+        let h = self.houses.entry(house).or_default();
+        h.incidents += 1;
+        if rec.acked_at_ms != 0 {
+            h.acked += 1;
+            h.ack_ms += rec.acked_at_ms - rec.opened_at_ms;
+            h.acked_in_time += u32::from(rec.acked_at_ms <= rec.ack_deadline_ms);
+        }
+        h.on_scene_in_time +=
+            u32::from(rec.on_scene_at_ms != 0 && rec.on_scene_at_ms <= rec.on_scene_deadline_ms);
+        h.handled_in_time += u32::from(
+            rec.state == firewatch_proto::IncidentState::Resolved as i32
+                && rec.closed_at_ms <= rec.handled_deadline_ms,
+        );
+        let at = rec.closed_at_ms;
+        let sealed = self.chain.seal(policy, rec);
+        out.push(OutRecord::new(
+            Topic::InsuranceTimeline,
+            policy,
+            &sealed,
+            at,
+        ));
     }
 
-    #[test]
-    fn out_of_range_local_index_is_ignored() {
-        let (mut s, _, ctx) = setup();
-        let mut out = Vec::new();
-        let mut e = ev(1, K::SmokeAlarm, 1);
-        e.local = 1_000_000;
-        assert_eq!(s.on_event(&e, &ctx, T0, &mut out), Outcome::Misrouted);
-        assert!(out.is_empty());
+    /// A station command for an incident of `house`; the ingest already checked that the
+    /// station owns the house. `Err` when no such incident is open.
+    pub fn on_command(
+        &mut self,
+        house: u32,
+        incident_id: &str,
+        cmd: Command,
+        operator: &str,
+        now_ms: i64,
+        out: &mut Vec<OutRecord>,
+    ) -> Result<(), RejectReason> {
+        let Some(inc) = self.incidents.get_mut(&house) else {
+            return Err(RejectReason::UnknownIncident);
+        };
+        if inc.rec.incident_id != incident_id {
+            return Err(RejectReason::UnknownIncident);
+        }
+        if inc.on_command(cmd, operator, now_ms, out) {
+            self.close_incident(house, out);
+        }
+        Ok(())
+    }
+
+    /// A gateway went down (`up = false`) or came back: its points here become unreachable
+    /// without a record each (ingest writes one aggregated trouble), or are restored and
+    /// re-armed from `now_ms`.
+    pub fn on_gateway(&mut self, locals: &[u32], up: bool, now_ms: i64) {
+        for &local in locals {
+            let Some(slot) = self.points.get(local as usize) else {
+                continue;
+            };
+            match (up, slot.state) {
+                (false, ONLINE) => self.set_state(local, UNREACHABLE),
+                (true, UNREACHABLE) => {
+                    self.set_state(local, ONLINE);
+                    self.arm(local, now_ms);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs everything due at `now_ms`: supervision expiries, incident timers, periodic
+    /// aggregates.
+    pub fn on_tick(&mut self, now_ms: i64, out: &mut Vec<OutRecord>) {
+        let mut expired = Vec::new();
+        self.wheel
+            .advance(secs(now_ms), |local, s| expired.push((local, s)));
+        for (local, s) in expired {
+            let slot = self.points[local as usize];
+            if slot.deadline_s != s || !(slot.state == ONLINE || slot.state == STATE_UNKNOWN) {
+                continue; // re-armed since, or not supervised now (offline/unreachable)
+            }
+            let cause = if slot.state == ONLINE {
+                "heartbeat_missed"
+            } else {
+                "never_seen"
+            };
+            self.points[local as usize].offline_since_s = s;
+            self.set_state(local, OFFLINE);
+            self.status(local, cause, now_ms, out);
+            self.trouble(local, "offline", true, ms_of(s), now_ms, out);
+        }
+        let rules = self.rules.clone();
+        for inc in self.incidents.values_mut() {
+            inc.on_tick(&rules.incidents, now_ms, out);
+        }
+        if now_ms >= self.next_risk_ms {
+            self.emit_risk(now_ms, out);
+            self.window_start_ms = now_ms;
+            self.next_risk_ms = now_ms + self.rules.risk_interval_ms;
+        }
+        if self.emit_coverage && now_ms >= self.next_coverage_ms {
+            self.coverage.records(now_ms, out);
+            self.next_coverage_ms = now_ms + self.rules.coverage_interval_ms;
+        }
+    }
+
+    fn emit_risk(&mut self, now_ms: i64, out: &mut Vec<OutRecord>) {
+        // (policy, points, online) per insured house of this shard.
+        let mut per_house: FxHashMap<u32, (u32, u32, u32)> = FxHashMap::default();
+        for (local, &idx) in self.globals.iter().enumerate() {
+            let info = self.registry.info(idx);
+            if info.policy == 0 {
+                continue;
+            }
+            let e = per_house.entry(info.house).or_insert((info.policy, 0, 0));
+            e.1 += 1;
+            e.2 += u32::from(self.points[local].state == ONLINE);
+        }
+        let mut houses: Vec<_> = per_house.into_iter().collect();
+        houses.sort_unstable_by_key(|(h, _)| *h);
+        for (house, (policy, points, online)) in houses {
+            let stats = self.houses.get(&house).copied().unwrap_or_default();
+            out.push(risk_record(
+                policy,
+                house,
+                self.window_start_ms,
+                now_ms,
+                points,
+                online,
+                &stats,
+            ));
+        }
+        self.houses.clear();
+    }
+
+    /// Restores an open incident (restart).
+    pub fn restore_incident(&mut self, rec: IncidentRecord) {
+        let inc = Incident::restore(rec);
+        self.incidents.insert(inc.house(), inc);
+    }
+
+    /// Restores the head of a policy chain (restart).
+    pub fn restore_chain(&mut self, rec: &firewatch_proto::InsuranceTimelineRecord) {
+        self.chain.adopt(rec);
+    }
+
+    /// Seeds dedup with an alarm already in the log (restart).
+    pub fn restore_alarm(&mut self, local: u32, device_seq: u32, at_ms: i64) {
+        if let Some(slot) = self.points.get_mut(local as usize) {
+            slot.recent[slot.ring as usize % RECENT] = (device_seq, secs(at_ms));
+            slot.ring = (slot.ring + 1) % RECENT as u8;
+        }
+    }
+
+    /// Snapshot of every point: (point id, slot).
+    pub fn snapshot(&self) -> impl Iterator<Item = (u64, &PointSlot)> {
+        self.globals
+            .iter()
+            .zip(&self.points)
+            .map(|(&idx, s)| (self.registry.point_id(idx), s))
+    }
+
+    /// Restores a point's slot (restart). Supervision restarts from `max(last_seen, start)`:
+    /// the engine cannot claim a missed heartbeat while it was itself down.
+    pub fn restore_point(&mut self, local: u32, saved: &PointSlot, start_ms: i64) {
+        if local as usize >= self.points.len() {
+            return;
+        }
+        let mut slot = *saved;
+        let state = std::mem::replace(&mut slot.state, STATE_UNKNOWN);
+        self.points[local as usize] = slot;
+        if state != STATE_UNKNOWN {
+            self.set_state(local, state);
+        }
+        self.arm(local, start_ms.max(saved.last_seen_ms));
     }
 }
+
+#[cfg(test)]
+#[path = "shard_tests.rs"]
+mod tests;

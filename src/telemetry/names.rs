@@ -15,6 +15,8 @@ pub const INGEST_CONNECTED_CLIENTS: &str = "firewatch_ingest_connected_clients";
 pub const INGEST_LOST_MESSAGES_TOTAL: &str = "firewatch_ingest_lost_messages_total";
 /// Uplink payload bytes received.
 pub const INGEST_RECEIVED_BYTES_TOTAL: &str = "firewatch_ingest_received_bytes_total";
+/// Station commands accepted for routing.
+pub const INGEST_COMMANDS_TOTAL: &str = "firewatch_ingest_commands_total";
 /// Gateway status (LWT) messages, by `status`.
 pub const INGEST_GATEWAY_STATUS_TOTAL: &str = "firewatch_ingest_gateway_status_total";
 

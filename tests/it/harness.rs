@@ -37,7 +37,10 @@ impl Fixture {
         let registry =
             firewatch::cli::generate_registry(points, 7, &reg_path, &cred_path, DEV_SECRET)
                 .unwrap();
-        let mut config = Config { data_dir: dir.path().join("data"), ..Default::default() };
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
         config.registry.path = reg_path;
         config.mqtt.credentials = cred_path;
         config.mqtt.listen_v4 = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());

@@ -175,8 +175,15 @@ fn mqtt5_listener_serves_gateways_too() {
 /// A person with Debian's mosquitto-clients can send the JSON form and read the JSON ack.
 #[test]
 fn mosquitto_clients_send_json_and_read_the_ack() {
-    if std::process::Command::new("mosquitto_pub").arg("--help").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "CI must install mosquitto-clients");
+    if std::process::Command::new("mosquitto_pub")
+        .arg("--help")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI must install mosquitto-clients"
+        );
         eprintln!("skipping: mosquitto_pub not installed");
         return;
     }
@@ -186,8 +193,28 @@ fn mosquitto_clients_send_json_and_read_the_ack() {
     let port = fx.v4_port().to_string();
     let secret = firewatch::auth::DEV_SECRET;
     let sub = std::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-u", &gw, "-P", secret, "-i", &format!("{gw}-sub")])
-        .args(["-q", "1", "-C", "1", "-W", "20", "-t", &format!("fw/v1/gw/{gw}/ack/json")])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &gw,
+            "-P",
+            secret,
+            "-i",
+            &format!("{gw}-sub"),
+        ])
+        .args([
+            "-q",
+            "1",
+            "-C",
+            "1",
+            "-W",
+            "20",
+            "-t",
+            &format!("fw/v1/gw/{gw}/ack/json"),
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -197,17 +224,39 @@ fn mosquitto_clients_send_json_and_read_the_ack() {
         points[0]
     );
     let st = std::process::Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port, "-u", &gw, "-P", secret, "-i", &format!("{gw}-pub")])
-        .args(["-q", "1", "-t", &format!("fw/v1/gw/{gw}/up/json"), "-m", &json])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            &gw,
+            "-P",
+            secret,
+            "-i",
+            &format!("{gw}-pub"),
+        ])
+        .args([
+            "-q",
+            "1",
+            "-t",
+            &format!("fw/v1/gw/{gw}/up/json"),
+            "-m",
+            &json,
+        ])
         .status()
         .unwrap();
     assert!(st.success());
     let out = sub.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let ack: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    let ack: serde_json::Value =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text:?}"));
     assert_eq!(ack["status"], "accepted");
     assert_eq!(ack["batch_seq"], 7);
     assert_eq!(ack["durable"][0]["point_id"], points[0]);
-    assert_eq!(read_topic::<AlarmRecord>(&fx.log_dir(), "fw.alarms").len(), 1);
+    assert_eq!(
+        read_topic::<AlarmRecord>(&fx.log_dir(), "fw.alarms").len(),
+        1
+    );
     engine.shutdown().unwrap();
 }
