@@ -127,46 +127,10 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
 
     let (router, inputs) = Router::new(&registry, shards, config.pipeline.channel_capacity);
     let coverage = Arc::new(Coverage::new(&registry));
-    let mut built: Vec<Shard> = inputs
-        .iter()
-        .enumerate()
-        .map(|(id, input)| {
-            let mut shard = Shard::new(
-                registry.clone(),
-                rules.clone(),
-                input.globals.clone(),
-                coverage.clone(),
-                id == 0,
-                start_ms,
-            );
-            for (local, &idx) in input.globals.iter().enumerate() {
-                if let Some(slot) = saved.get(&registry.point_id(idx)) {
-                    shard.restore_point(local as u32, slot, start_ms);
-                }
-            }
-            shard
-        })
-        .collect();
-    for rec in restored.incidents {
-        let house = rec.location.map_or(0, |l| l.house_id);
-        built[pipeline::shard_of_house(house, shards)].restore_incident(rec);
-    }
-    for rec in &restored.chains {
-        let house = rec
-            .incident
-            .as_ref()
-            .and_then(|i| i.location)
-            .map_or(0, |l| l.house_id);
-        built[pipeline::shard_of_house(house, shards)].restore_chain(rec);
-    }
-    for (point_id, seq, at) in restored.recent_alarms {
-        if let Some((s, local)) = registry
-            .lookup(point_id)
-            .and_then(|(idx, _)| router.place(idx))
-        {
-            built[s].restore_alarm(local, seq, at);
-        }
-    }
+    let globals: Vec<Vec<u32>> = inputs.iter().map(|i| i.globals.clone()).collect();
+    let built = crate::restore::build_shards(
+        &registry, &rules, &coverage, &router, &globals, restored, &saved, start_ms,
+    );
     drop(saved);
 
     let mut shard_threads = Vec::with_capacity(shards);

@@ -8,12 +8,18 @@
 //!   retransmits an alarm whose ack the crash swallowed does not create a duplicate.
 
 use crate::eventlog::{LogError, LogReader, StartAt};
+use crate::pipeline::aggregate::Coverage;
 use crate::pipeline::incident::is_closed;
+use crate::pipeline::shard::PointSlot;
+use crate::pipeline::{shard_of_house, Router, Shard, ShardRules};
+use crate::registry::{PointIdx, Registry};
 use crate::sink::Topic;
 use firewatch_proto::{AlarmRecord, IncidentRecord, InsuranceTimelineRecord};
 use prost::Message;
+use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What the log says the shards must remember.
 #[derive(Debug, Default)]
@@ -69,4 +75,62 @@ pub fn from_log(dir: &Path, now_ms: i64, dedup_window_ms: i64) -> Result<Restore
         }
     })?;
     Ok(out)
+}
+
+/// Builds the shards (`globals[k]` = registry points of shard k) and gives each what the
+/// log and the snapshots remember: point slots, open incidents, chain heads, recent alarms.
+/// Shard 0 writes the coverage records.
+#[allow(clippy::too_many_arguments)]
+pub fn build_shards(
+    registry: &Arc<Registry>,
+    rules: &Arc<ShardRules>,
+    coverage: &Arc<Coverage>,
+    router: &Router,
+    globals: &[Vec<PointIdx>],
+    restored: Restored,
+    saved: &FxHashMap<u64, PointSlot>,
+    start_ms: i64,
+) -> Vec<Shard> {
+    let shards = globals.len();
+    let mut built: Vec<Shard> = globals
+        .iter()
+        .enumerate()
+        .map(|(id, g)| {
+            let mut shard = Shard::new(
+                registry.clone(),
+                rules.clone(),
+                g.clone(),
+                coverage.clone(),
+                id == 0,
+                start_ms,
+            );
+            for (local, &idx) in g.iter().enumerate() {
+                if let Some(slot) = saved.get(&registry.point_id(idx)) {
+                    shard.restore_point(local as u32, slot, start_ms);
+                }
+            }
+            shard
+        })
+        .collect();
+    for rec in restored.incidents {
+        let house = rec.location.map_or(0, |l| l.house_id);
+        built[shard_of_house(house, shards)].restore_incident(rec);
+    }
+    for rec in &restored.chains {
+        let house = rec
+            .incident
+            .as_ref()
+            .and_then(|i| i.location)
+            .map_or(0, |l| l.house_id);
+        built[shard_of_house(house, shards)].restore_chain(rec);
+    }
+    for (point_id, seq, at) in restored.recent_alarms {
+        if let Some((s, local)) = registry
+            .lookup(point_id)
+            .and_then(|(idx, _)| router.place(idx))
+        {
+            built[s].restore_alarm(local, seq, at);
+        }
+    }
+    built
 }
