@@ -3,9 +3,13 @@
 
 use crate::auth::{credentials_line, Role};
 use crate::eventlog::{LogReader, Record, StartAt};
+use crate::pipeline::chain::{ChainError, ChainHeads};
 use crate::registry::{generate, GenerateOptions, Registry};
 use crate::sink::Topic;
-use firewatch_proto::{AlarmRecord, DeadLetterRecord, PointStatusRecord};
+use firewatch_proto::{
+    AlarmRecord, CoverageRecord, DeadLetterRecord, DispatchRecord, IncidentRecord,
+    InsuranceTimelineRecord, PointStatusRecord, RiskRecord, TroubleRecord,
+};
 use prost::Message;
 use rand::SeedableRng;
 use std::io::Write;
@@ -24,6 +28,38 @@ pub enum CliError {
     /// Writing output failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The insurance timeline does not verify.
+    #[error("insurance timeline does not verify: {0}")]
+    Chain(#[from] ChainError),
+    /// A timeline record is not a valid protobuf.
+    #[error("fw.insurance.timeline offset {0}: undecodable record")]
+    Undecodable(u64),
+}
+
+/// What `verify-chain` checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Records verified.
+    pub records: u64,
+    /// Distinct policies.
+    pub policies: usize,
+}
+
+/// Re-computes every hash and link of `fw.insurance.timeline` under `dir`.
+pub fn verify_chain(dir: &Path) -> Result<ChainReport, CliError> {
+    let mut reader = LogReader::open(dir, Topic::InsuranceTimeline.name(), StartAt::Beginning)?;
+    let mut heads = ChainHeads::default();
+    let mut records = 0;
+    while let Some(r) = reader.next()? {
+        let rec = InsuranceTimelineRecord::decode(r.value.as_slice())
+            .map_err(|_| CliError::Undecodable(r.offset))?;
+        heads.verify_next(&rec, r.offset)?;
+        records += 1;
+    }
+    Ok(ChainReport {
+        records,
+        policies: heads.len(),
+    })
 }
 
 /// A record's value as JSON, decoded by the topic's schema.
@@ -36,9 +72,14 @@ pub fn value_json(topic: Topic, value: &[u8]) -> serde_json::Value {
     }
     match topic {
         Topic::Alarms => j::<AlarmRecord>(value),
+        Topic::Incidents => j::<IncidentRecord>(value),
+        Topic::Dispatch => j::<DispatchRecord>(value),
         Topic::PointStatus => j::<PointStatusRecord>(value),
+        Topic::Troubles => j::<TroubleRecord>(value),
+        Topic::InsuranceTimeline => j::<InsuranceTimelineRecord>(value),
+        Topic::InsuranceRisk => j::<RiskRecord>(value),
+        Topic::Coverage => j::<CoverageRecord>(value),
         Topic::DeadLetter => j::<DeadLetterRecord>(value),
-        _ => serde_json::json!({ "raw_len": value.len() }),
     }
 }
 

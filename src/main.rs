@@ -43,6 +43,15 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Verify the hash chains of fw.insurance.timeline in the embedded log.
+    VerifyChain {
+        /// Config file (to find the log directory).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log directory (overrides the config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Registry tools.
     Registry {
         #[command(subcommand)]
@@ -104,6 +113,18 @@ fn main() -> anyhow::Result<()> {
             };
             let stdout = std::io::stdout();
             firewatch::cli::tail(&opts, &mut stdout.lock())?;
+            Ok(())
+        }
+        Command::VerifyChain { config, dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => Config::load(config.as_deref(), std::env::vars())?.log_dir(),
+            };
+            let r = firewatch::cli::verify_chain(&dir)?;
+            println!(
+                "ok: {} records in {} policy chains verify",
+                r.records, r.policies
+            );
             Ok(())
         }
         Command::Registry {

@@ -76,7 +76,11 @@ pub fn spawn(id: &str, cfg: &LinkConfig, connected: Arc<AtomicUsize>) -> (Link, 
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     opts.set_clean_session(true);
-    let (client, eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+    // A gateway sends small packets that must not wait for Nagle.
+    let mut net = eventloop.network_options();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let state = Arc::new(LinkState::default());
     let (tx, acks) = mpsc::unbounded_channel();
     let poller = Poller {

@@ -3,45 +3,13 @@
 use crate::harness::*;
 use firewatch_proto::{AckStatus, AlarmRecord, EventKind};
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn spawn_engine(fx: &Fixture, config_path: &std::path::Path) -> Child {
-    let child = Command::new(env!("CARGO_BIN_EXE_firewatch"))
-        .args(["run", "--config"])
-        .arg(config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    eventually(30, "engine ready", || {
-        std::net::TcpStream::connect(fx.config.http.listen).is_ok()
-            && http_get(fx.config.http.listen, "/readyz").0 == 200
-    });
-    child
-}
-
-fn write_config(fx: &Fixture) -> std::path::PathBuf {
-    let c = &fx.config;
-    let text = format!(
-        "data_dir = {:?}\n[mqtt]\nlisten_v4 = \"{}\"\nlisten_v5 = \"{}\"\ncredentials = {:?}\n[http]\nlisten = \"{}\"\n[registry]\npath = {:?}\n[pipeline]\nshards = 2\n",
-        c.data_dir,
-        c.mqtt.listen_v4.unwrap(),
-        c.mqtt.listen_v5.unwrap(),
-        c.mqtt.credentials,
-        c.http.listen,
-        c.registry.path
-    );
-    let p = fx.dir.path().join("firewatch.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
 
 #[test]
 fn kill_9_during_writes_loses_no_acked_alarm() {
     let fx = Fixture::new(800);
-    let cfg = write_config(&fx);
+    let cfg = write_config(&fx, "");
     let mut child = spawn_engine(&fx, &cfg);
     let (gw, points) = fx.gateway(0);
     let mut g = Gateway::connect(fx.v4_port(), &gw);

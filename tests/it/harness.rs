@@ -304,3 +304,38 @@ pub fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Writes the fixture's config as a TOML file (for a subprocess engine); `extra` is appended
+/// inside `[pipeline]` (e.g. shorter deadlines), followed by any further sections.
+pub fn write_config(fx: &Fixture, extra: &str) -> PathBuf {
+    let c = &fx.config;
+    let text = format!(
+        "data_dir = {:?}\n[mqtt]\nlisten_v4 = \"{}\"\nlisten_v5 = \"{}\"\ncredentials = {:?}\n[http]\nlisten = \"{}\"\n[registry]\npath = {:?}\n[pipeline]\nshards = 2\n{extra}\n",
+        c.data_dir,
+        c.mqtt.listen_v4.unwrap(),
+        c.mqtt.listen_v5.unwrap(),
+        c.mqtt.credentials,
+        c.http.listen,
+        c.registry.path
+    );
+    let p = fx.dir.path().join("firewatch.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Starts `firewatch run --config` as a child process and waits until it is ready.
+pub fn spawn_engine(fx: &Fixture, config_path: &Path) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_firewatch"))
+        .args(["run", "--config"])
+        .arg(config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    eventually(30, "engine ready", || {
+        std::net::TcpStream::connect(fx.config.http.listen).is_ok()
+            && http_get(fx.config.http.listen, "/readyz").0 == 200
+    });
+    child
+}

@@ -3,4 +3,7 @@
 mod crash;
 mod harness;
 mod ingest;
+mod invariants;
 mod rejects;
+mod scenarios;
+mod semantics;
