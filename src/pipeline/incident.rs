@@ -5,7 +5,7 @@
 use crate::sink::{OutRecord, Topic};
 use firewatch_proto::{
     DispatchRecord, Escalation, EscalationLevel, EventKind, IncidentRecord, IncidentState,
-    Location, RoomType,
+    Location, PointAlarm, RoomType,
 };
 
 /// Timing rules of incidents (from `[pipeline]`, in ms).
@@ -67,17 +67,25 @@ pub enum Command {
     FalseAlarm,
 }
 
-/// The incident id of a house opened at `opened_ms`.
-pub fn incident_id(house: u32, opened_ms: i64) -> String {
-    format!("inc-{house}-{opened_ms}")
+/// The incident id of a house opened at `opened_ms`; `n` > 0 tells apart incidents of one
+/// house opened in the same millisecond (one closed and the next opened by one batch).
+pub fn incident_id(house: u32, opened_ms: i64, n: u32) -> String {
+    if n == 0 {
+        format!("inc-{house}-{opened_ms}")
+    } else {
+        format!("inc-{house}-{opened_ms}-{n}")
+    }
 }
 
-/// The house of an incident id.
+/// The house of an incident id (`inc-{house}-{ms}` or `inc-{house}-{ms}-{n}`).
 pub fn house_of_incident(id: &str) -> Option<u32> {
-    let rest = id.strip_prefix("inc-")?;
-    let (house, ms) = rest.split_once('-')?;
-    ms.parse::<i64>().ok()?;
-    house.parse().ok()
+    let mut parts = id.strip_prefix("inc-")?.split('-');
+    let house = parts.next()?.parse().ok()?;
+    parts.next()?.parse::<i64>().ok()?;
+    if let Some(n) = parts.next() {
+        n.parse::<u32>().ok()?;
+    }
+    parts.next().is_none().then_some(house)
 }
 
 /// Whether a state is closed.
@@ -95,7 +103,7 @@ impl Incident {
     /// Opens an incident for an alarm of `point_id`.
     #[allow(clippy::too_many_arguments)]
     pub fn open(
-        house: u32,
+        id: String,
         point_id: u64,
         kind: EventKind,
         device_ms: i64,
@@ -106,7 +114,7 @@ impl Incident {
         now_ms: i64,
     ) -> Incident {
         let rec = IncidentRecord {
-            incident_id: incident_id(house, now_ms),
+            incident_id: id,
             transition: "opened".into(),
             state: IncidentState::Unverified as i32,
             location: Some(location),
@@ -139,19 +147,29 @@ impl Incident {
         }
     }
 
-    /// Restores an open incident from its latest record (after a restart).
+    /// Restores an open incident from its latest record (after a restart). Alarm clocks
+    /// come from `point_alarms`; a record without them (older engine) falls back to the
+    /// opening time.
     pub fn restore(rec: IncidentRecord) -> Incident {
+        let clock = |p: u64| rec.point_alarms.iter().find(|a| a.point_id == p);
         let active = rec
             .active_point_ids
             .iter()
-            .map(|&p| ActivePoint {
-                point_id: p,
-                since_ms: rec.opened_at_ms,
-                last_alarm_ms: rec.opened_at_ms,
+            .map(|&p| {
+                let c = clock(p);
+                ActivePoint {
+                    point_id: p,
+                    since_ms: c.map_or(rec.opened_at_ms, |c| c.active_since_ms),
+                    last_alarm_ms: c.map_or(rec.opened_at_ms, |c| c.last_alarm_ms),
+                }
             })
             .collect();
         let last_escalation_ms = rec.escalations.last().map_or(rec.opened_at_ms, |e| e.at_ms);
-        let last_alarm = rec.points.iter().map(|&p| (p, rec.opened_at_ms)).collect();
+        let last_alarm = rec
+            .points
+            .iter()
+            .map(|&p| (p, clock(p).map_or(rec.opened_at_ms, |c| c.last_alarm_ms)))
+            .collect();
         Incident {
             rec,
             active,
@@ -170,6 +188,19 @@ impl Incident {
         self.rec.at_ms = now_ms;
         self.rec.active_points = self.active.len() as u32;
         self.rec.active_point_ids = self.active.iter().map(|a| a.point_id).collect();
+        self.rec.point_alarms = self
+            .last_alarm
+            .iter()
+            .map(|&(point_id, last_alarm_ms)| PointAlarm {
+                point_id,
+                active_since_ms: self
+                    .active
+                    .iter()
+                    .find(|a| a.point_id == point_id)
+                    .map_or(0, |a| a.since_ms),
+                last_alarm_ms,
+            })
+            .collect();
         out.push(OutRecord::new(
             Topic::Incidents,
             self.house(),
@@ -422,9 +453,15 @@ mod tests {
     #[test]
     fn incident_ids_round_trip() {
         assert_eq!(
-            house_of_incident(&incident_id(42, 1_800_000_000_123)),
+            house_of_incident(&incident_id(42, 1_800_000_000_123, 0)),
             Some(42)
         );
+        assert_eq!(
+            house_of_incident(&incident_id(42, 1_800_000_000_123, 2)),
+            Some(42)
+        );
+        assert_ne!(incident_id(42, 5, 0), incident_id(42, 5, 1));
+        assert_eq!(house_of_incident("inc-4-5-6-7"), None);
         assert_eq!(house_of_incident("inc-x-1"), None);
         assert_eq!(house_of_incident("inc-4"), None);
         assert_eq!(house_of_incident("foo"), None);

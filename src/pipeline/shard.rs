@@ -24,14 +24,19 @@ use std::sync::Arc;
 
 /// 2020-01-01T00:00:00Z in Unix ms: the epoch of the compact per-point timestamps.
 const EPOCH_MS: i64 = 1_577_836_800_000;
-/// Recent non-heartbeat sequence numbers kept per point for dedup.
-const RECENT: usize = 4;
+/// Recent sequence numbers kept per point for dedup: the first `RECENT_ALARMS` for
+/// alarm-class events, the rest for other non-heartbeat events (so clears, tests and
+/// troubles never push an alarm out of the dedup memory).
+pub const RECENT: usize = 8;
+const RECENT_ALARMS: usize = 6;
 /// Battery level at or above which a low-battery trouble is restored.
 const BATTERY_RESTORE_PCT: u32 = 25;
 
 const FLAG_LOW_BATTERY: u8 = 1;
 const FLAG_TAMPER: u8 = 2;
 const FLAG_FAULT: u8 = 4;
+/// The point's gateway is disconnected: not supervised per point (one gateway trouble).
+const FLAG_GATEWAY_DOWN: u8 = 8;
 const TROUBLE_FLAGS: [(u8, &str, &str); 3] = [
     (FLAG_LOW_BATTERY, "low_battery", "battery_restored"),
     (FLAG_TAMPER, "tamper", "tamper_clear"),
@@ -43,7 +48,7 @@ const ONLINE: u8 = PointState::Online as u8;
 const OFFLINE: u8 = PointState::Offline as u8;
 const UNREACHABLE: u8 = PointState::Unreachable as u8;
 
-/// Hot state of one point (72 bytes).
+/// Hot state of one point (104 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PointSlot {
     /// Last event, Unix ms.
@@ -64,8 +69,21 @@ pub struct PointSlot {
     pub flags: u8,
     /// Last battery level.
     pub battery: u8,
-    /// Next dedup ring slot.
+    /// Next dedup ring slots: alarms in the low nibble, other events in the high nibble.
     pub ring: u8,
+}
+
+/// Stores `seq` in the alarm or the other part of a slot's dedup memory.
+fn remember(slot: &mut PointSlot, alarm: bool, seq: u32, at_s: u32) {
+    let (base, len, shift) = if alarm {
+        (0, RECENT_ALARMS, 0)
+    } else {
+        (RECENT_ALARMS, RECENT - RECENT_ALARMS, 4)
+    };
+    let idx = usize::from((slot.ring >> shift) & 0xF) % len;
+    slot.recent[base + idx] = (seq, at_s);
+    let next = ((idx + 1) % len) as u8;
+    slot.ring = (slot.ring & !(0xF << shift)) | (next << shift);
 }
 
 /// Seconds since EPOCH_MS (>= 1, so 0 keeps meaning "unset").
@@ -214,6 +232,8 @@ pub struct Shard {
     points: Vec<PointSlot>,
     wheel: TimerWheel,
     incidents: FxHashMap<u32, Incident>,
+    /// (ms, n) of each house's latest opening, to keep incident ids unique.
+    last_opened: FxHashMap<u32, (i64, u32)>,
     chain: ChainHeads,
     houses: FxHashMap<u32, HouseStats>,
     coverage: Arc<Coverage>,
@@ -243,6 +263,7 @@ impl Shard {
             rules,
             globals,
             incidents: FxHashMap::default(),
+            last_opened: FxHashMap::default(),
             chain: ChainHeads::default(),
             houses: FxHashMap::default(),
             coverage,
@@ -376,6 +397,8 @@ impl Shard {
             return Outcome::Duplicate;
         }
         let info = *self.registry.info(ev.point);
+        // The gateway-down flag stays until the gateway's presence says it is back: events
+        // of its last connection may still be in the lanes after the disconnect.
         self.points[local as usize].last_seen_ms = now_ms;
         self.arm(local, now_ms);
         match self.points[local as usize].state {
@@ -450,15 +473,19 @@ impl Shard {
             slot.last_hb_seq = seq;
             return false;
         }
-        if slot
-            .recent
+        let alarm = kind.is_alarm();
+        let part = if alarm {
+            0..RECENT_ALARMS
+        } else {
+            RECENT_ALARMS..RECENT
+        };
+        if slot.recent[part]
             .iter()
             .any(|&(s, at)| at != 0 && s == seq && now_s.saturating_sub(at) <= window)
         {
             return true;
         }
-        slot.recent[slot.ring as usize % RECENT] = (seq, now_s);
-        slot.ring = (slot.ring + 1) % RECENT as u8;
+        remember(slot, alarm, seq, now_s);
         false
     }
 
@@ -521,8 +548,18 @@ impl Shard {
             return;
         }
         let hash: [u8; 32] = Sha256::digest(ev.encode_to_vec()).into();
+        let n = match self.last_opened.get_mut(&info.house) {
+            Some((ms, n)) if *ms == now_ms => {
+                *n += 1;
+                *n
+            }
+            _ => {
+                self.last_opened.insert(info.house, (now_ms, 0));
+                0
+            }
+        };
         let mut inc = Incident::open(
-            info.house,
+            super::incident::incident_id(info.house, now_ms, n),
             point_id,
             kind,
             ev.device_time_ms,
@@ -550,13 +587,13 @@ impl Shard {
         if rec.acked_at_ms != 0 {
             h.acked += 1;
             h.ack_ms += rec.acked_at_ms - rec.opened_at_ms;
-            h.acked_in_time += u32::from(rec.acked_at_ms <= rec.ack_deadline_ms);
+            h.acked_in_time += u32::from(rec.acked_at_ms < rec.ack_deadline_ms);
         }
         h.on_scene_in_time +=
-            u32::from(rec.on_scene_at_ms != 0 && rec.on_scene_at_ms <= rec.on_scene_deadline_ms);
+            u32::from(rec.on_scene_at_ms != 0 && rec.on_scene_at_ms < rec.on_scene_deadline_ms);
         h.handled_in_time += u32::from(
             rec.state == firewatch_proto::IncidentState::Resolved as i32
-                && rec.closed_at_ms <= rec.handled_deadline_ms,
+                && rec.closed_at_ms < rec.handled_deadline_ms,
         );
         let at = rec.closed_at_ms;
         let sealed = self.chain.seal(policy, rec);
@@ -591,21 +628,32 @@ impl Shard {
         Ok(())
     }
 
-    /// A gateway went down (`up = false`) or came back: its points here become unreachable
-    /// without a record each (ingest writes one aggregated trouble), or are restored and
-    /// re-armed from `now_ms`.
+    /// A gateway went down (`up = false`) or came back. While it is down its points here
+    /// are not supervised one by one (ingest writes one aggregated trouble): online ones
+    /// become unreachable, never-seen ones stay never-seen, without a record each. When it
+    /// is back they are restored and re-armed from `now_ms`.
     pub fn on_gateway(&mut self, locals: &[u32], up: bool, now_ms: i64) {
         for &local in locals {
-            let Some(slot) = self.points.get(local as usize) else {
+            let Some(slot) = self.points.get_mut(local as usize) else {
                 continue;
             };
-            match (up, slot.state) {
-                (false, ONLINE) => self.set_state(local, UNREACHABLE),
-                (true, UNREACHABLE) => {
+            if up {
+                if slot.flags & FLAG_GATEWAY_DOWN == 0 {
+                    continue;
+                }
+                slot.flags &= !FLAG_GATEWAY_DOWN;
+                let state = slot.state;
+                if state == UNREACHABLE {
                     self.set_state(local, ONLINE);
+                }
+                if state != OFFLINE {
                     self.arm(local, now_ms);
                 }
-                _ => {}
+            } else {
+                slot.flags |= FLAG_GATEWAY_DOWN;
+                if slot.state == ONLINE {
+                    self.set_state(local, UNREACHABLE);
+                }
             }
         }
     }
@@ -618,8 +666,10 @@ impl Shard {
             .advance(secs(now_ms), |local, s| expired.push((local, s)));
         for (local, s) in expired {
             let slot = self.points[local as usize];
-            if slot.deadline_s != s || !(slot.state == ONLINE || slot.state == STATE_UNKNOWN) {
-                continue; // re-armed since, or not supervised now (offline/unreachable)
+            let supervised = (slot.state == ONLINE || slot.state == STATE_UNKNOWN)
+                && slot.flags & FLAG_GATEWAY_DOWN == 0;
+            if slot.deadline_s != s || !supervised {
+                continue; // re-armed since, or not supervised now (offline, gateway down)
             }
             let cause = if slot.state == ONLINE {
                 "heartbeat_missed"
@@ -689,8 +739,7 @@ impl Shard {
     /// Seeds dedup with an alarm already in the log (restart).
     pub fn restore_alarm(&mut self, local: u32, device_seq: u32, at_ms: i64) {
         if let Some(slot) = self.points.get_mut(local as usize) {
-            slot.recent[slot.ring as usize % RECENT] = (device_seq, secs(at_ms));
-            slot.ring = (slot.ring + 1) % RECENT as u8;
+            remember(slot, true, device_seq, secs(at_ms));
         }
     }
 

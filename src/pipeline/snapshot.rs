@@ -5,17 +5,17 @@
 //! snapshotted: they are rebuilt from the log (see `app::restore`).
 //!
 //! Format: magic `FWSNAP01`, count u64, then per point `point_id u64, last_seen_ms i64,
-//! recent 4 × (u32, u32), last_hb_seq u32, deadline_s u32, offline_since_s u32,
+//! recent RECENT (8) × (u32, u32), last_hb_seq u32, deadline_s u32, offline_since_s u32,
 //! trouble_since_s 3 × u32, state u8, flags u8, battery u8, ring u8`, then crc32 of all
 //! preceding bytes.
 
-use super::shard::PointSlot;
+use super::shard::{PointSlot, RECENT};
 use rustc_hash::FxHashMap;
 use std::io::Write;
 use std::path::Path;
 
-const MAGIC: &[u8; 8] = b"FWSNAP01";
-const ENTRY: usize = 8 + 8 + 32 + 4 + 4 + 4 + 12 + 4;
+const MAGIC: &[u8; 8] = b"FWSNAP02";
+const ENTRY: usize = 8 + 8 + RECENT * 8 + 4 + 4 + 4 + 12 + 4;
 
 /// Errors reading or writing snapshots.
 #[derive(Debug, thiserror::Error)]
@@ -94,24 +94,35 @@ pub fn decode(bytes: &[u8], into: &mut FxHashMap<u64, PointSlot>) -> Result<(), 
         return Err("length does not match count".into());
     }
     for e in body.chunks_exact(ENTRY) {
-        let mut recent = [(0u32, 0u32); 4];
+        let mut at = 0usize;
+        let mut u32s = |n: usize| {
+            let v = (0..n).map(|i| u32_at(e, at + 4 * i)).collect::<Vec<_>>();
+            at += 4 * n;
+            v
+        };
+        let id_lo = u32s(2);
+        let seen = u32s(2);
+        let recent_raw = u32s(2 * RECENT);
+        let rest = u32s(6);
+        let tail = &e[at..at + 4];
+        let mut recent = [(0u32, 0u32); RECENT];
         for (i, r) in recent.iter_mut().enumerate() {
-            *r = (u32_at(e, 16 + i * 8), u32_at(e, 20 + i * 8));
+            *r = (recent_raw[2 * i], recent_raw[2 * i + 1]);
         }
         let slot = PointSlot {
-            last_seen_ms: u64_at(e, 8) as i64,
+            last_seen_ms: (u64::from(seen[0]) | (u64::from(seen[1]) << 32)) as i64,
             recent,
-            last_hb_seq: u32_at(e, 48),
-            deadline_s: u32_at(e, 52),
-            offline_since_s: u32_at(e, 56),
-            trouble_since_s: [u32_at(e, 60), u32_at(e, 64), u32_at(e, 68)],
-            state: e[72],
-            flags: e[73],
-            battery: e[74],
-            ring: e[75],
+            last_hb_seq: rest[0],
+            deadline_s: rest[1],
+            offline_since_s: rest[2],
+            trouble_since_s: [rest[3], rest[4], rest[5]],
+            state: tail[0],
+            flags: tail[1],
+            battery: tail[2],
+            ring: tail[3],
         };
+        let id = u64::from(id_lo[0]) | (u64::from(id_lo[1]) << 32);
         // Several files may hold a point (the shard count changed): the newest wins.
-        let id = u64_at(e, 0);
         match into.get(&id) {
             Some(old) if old.last_seen_ms > slot.last_seen_ms => {}
             _ => {
@@ -175,7 +186,16 @@ mod tests {
             last_seen_ms: 5,
             state: 1,
             battery: 80,
-            recent: [(1, 2), (3, 4), (0, 0), (9, 9)],
+            recent: [
+                (1, 2),
+                (3, 4),
+                (0, 0),
+                (9, 9),
+                (5, 5),
+                (6, 6),
+                (7, 7),
+                (8, 8),
+            ],
             trouble_since_s: [1, 2, 3],
             ..Default::default()
         };

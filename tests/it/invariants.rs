@@ -14,9 +14,9 @@
 //! - the insurance timeline verifies (`ChainHeads::verify_next`) and holds exactly one
 //!   record per closed incident of an insured house, written with the closing.
 //!
-//! Contract checks that the engine currently fails are collected separately and asserted
-//! by `#[ignore]`d tests (see the reasons there): no per-point offline trouble while the
-//! point's gateway is down, dedup for the whole window, unique incident ids.
+//! Contract checks that the engine once failed have their own tests: no per-point offline
+//! trouble while the point's gateway is down, dedup for the whole window, unique incident
+//! ids.
 
 use crate::scenarios::{registry, Engine, SHARDS, T0};
 use firewatch::config::PipelineConfig;
@@ -557,21 +557,18 @@ proptest! {
     }
 
     #[test]
-    #[ignore = "bug: Shard::on_gateway (src/pipeline/shard.rs) leaves never-seen points of a down gateway supervised: each gets its own never_seen offline trouble"]
     fn no_per_point_offline_trouble_while_the_gateway_is_down(steps in steps()) {
         let v = run(&steps);
         prop_assert!(v.offline_while_gateway_down.is_empty(), "{:#?}", v.offline_while_gateway_down);
     }
 
     #[test]
-    #[ignore = "bug: dedup (src/pipeline/shard.rs, RECENT = 4) forgets a seq after 4 newer non-heartbeat events of the point, inside the dedup window"]
     fn dedup_holds_for_the_whole_window(steps in steps()) {
         let v = run(&steps);
         prop_assert!(v.dedup.is_empty(), "{:#?}", v.dedup);
     }
 
     #[test]
-    #[ignore = "bug: incident ids inc-{house}-{opened_at_ms} (src/pipeline/incident.rs) repeat when an incident closes and the house's next one opens in the same millisecond"]
     fn incident_ids_are_never_reused(steps in steps()) {
         let v = run(&steps);
         prop_assert!(v.id_reused.is_empty(), "{:#?}", v.id_reused);
@@ -581,7 +578,6 @@ proptest! {
 /// The smallest reproduction of the incident id reuse: one batch (one `now`) from a kitchen
 /// detector holding an alarm, its clear (a nuisance: the incident closes) and a new alarm.
 #[test]
-#[ignore = "bug: incident ids inc-{house}-{opened_at_ms} (src/pipeline/incident.rs) repeat when an incident closes and the house's next one opens in the same millisecond"]
 fn an_incident_reopened_in_the_same_millisecond_gets_a_new_id() {
     let mut c = Checker::new();
     let kitchen = (0..POINTS)

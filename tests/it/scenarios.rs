@@ -66,8 +66,8 @@
 //!
 //! `UPDATE_GOLDEN=1 cargo test --test it scenarios` rewrites the expected part of every
 //! scenario that runs; review each change against the alarm semantics before keeping it.
-//! A scenario whose input part has the line `golden hand-written` (the expected output of
-//! a known engine bug, written by hand; its test is `#[ignore]`d) is never rewritten.
+//! A scenario whose input part has the line `golden hand-written` (an expected output
+//! written by hand before the engine got it right: a regression test) is never rewritten.
 
 use firewatch::config::{DeviceClassConfig, PipelineConfig};
 use firewatch::eventlog::EventLog;
@@ -1187,19 +1187,16 @@ fn scenario_10_restart_mid_incident() {
 }
 
 #[test]
-#[ignore = "bug: Shard::on_gateway (src/pipeline/shard.rs) only marks ONLINE points unreachable; never-seen points of a down gateway still get one never_seen offline trouble each"]
 fn scenario_11_gateway_down_before_first_contact() {
     golden("11_gateway_down_before_first_contact");
 }
 
 #[test]
-#[ignore = "bug: Incident::restore (src/pipeline/incident.rs) restarts every active point's alarm clock at opened_at_ms, so persistence confirms at the restart instead of 60 s after the alarm began"]
 fn scenario_12_restart_keeps_alarm_clocks() {
     golden("12_restart_keeps_alarm_clocks");
 }
 
 #[test]
-#[ignore = "bug: dedup (src/pipeline/shard.rs, RECENT = 4) forgets a seq after 4 newer non-heartbeat events of the point, inside the 10 min window; the retransmission confirms as a re-alarm"]
 fn scenario_13_dedup_window_many_events() {
     golden("13_dedup_window_many_events");
 }
