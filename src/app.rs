@@ -240,6 +240,7 @@ fn run_ingest(
             }
             Ok(Some(_)) | Ok(None) => {}
             Err(rumqttd::local::LinkError::RecvTimeout(flume::RecvTimeoutError::Timeout)) => {
+                ingest.idle();
                 if stop.load(Ordering::SeqCst) {
                     // Drain: stop once the broker has had nothing for us for 200 ms.
                     let since = *idle_since.get_or_insert_with(Instant::now);

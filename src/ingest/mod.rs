@@ -240,6 +240,11 @@ impl Ingest {
         }
     }
 
+    /// Called when no uplink arrived for a while: re-offers coalesced heartbeats.
+    pub fn idle(&mut self) {
+        self.router.flush_pending();
+    }
+
     /// Notes the broker offset of a forwarded message; a gap means rumqttd dropped uplinks
     /// (its per-filter log wrapped before we read it) — loud, counted, never silent.
     pub fn observe_offset(&mut self, offset: u64) {

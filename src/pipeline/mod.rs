@@ -27,8 +27,8 @@ pub struct EventBatch {
     pub events: Vec<RoutedEvent>,
     /// Batch context.
     pub ctx: BatchCtx,
-    /// The batch's pending ack (this part holds one share).
-    pub ack: Arc<BatchAck>,
+    /// The batch's pending ack (this part holds one share); none for coalesced heartbeats.
+    pub ack: Option<Arc<BatchAck>>,
 }
 
 /// Messages to a shard.
@@ -84,6 +84,8 @@ pub struct Router {
     lanes: Vec<Lanes>,
     /// Reusable per-shard, per-lane buffers.
     parts: Vec<[Vec<RoutedEvent>; 2]>,
+    /// Heartbeats coalesced while a shard's normal lane was full: the latest per point.
+    pending: Vec<rustc_hash::FxHashMap<u32, RoutedEvent>>,
     shed: metrics::Counter,
 }
 
@@ -132,6 +134,7 @@ impl Router {
             placement,
             lanes,
             parts: (0..shards).map(|_| Default::default()).collect(),
+            pending: (0..shards).map(|_| Default::default()).collect(),
             shed: metrics::counter!(names::PIPELINE_SHED_EVENTS_TOTAL, "kind" => "heartbeat"),
         };
         (router, inputs)
@@ -140,6 +143,36 @@ impl Router {
     /// Shard count.
     pub fn shards(&self) -> usize {
         self.lanes.len()
+    }
+
+    /// Offers the coalesced heartbeats to their shards again (called before every batch
+    /// and when ingest is idle); they stay pending while a lane is still full.
+    pub fn flush_pending(&mut self) {
+        for (s, pending) in self.pending.iter_mut().enumerate() {
+            if pending.is_empty() {
+                continue;
+            }
+            let events: Vec<RoutedEvent> = pending.drain().map(|(_, e)| e).collect();
+            let ctx = BatchCtx {
+                gateway_id: Arc::from(""),
+                batch_seq: 0,
+                received_ms: crate::clock::unix_ms(),
+            };
+            let msg = ShardMsg::Events(EventBatch {
+                events,
+                ctx,
+                ack: None,
+            });
+            if let Err(TrySendError::Full(ShardMsg::Events(b))) = self.lanes[s].normal.try_send(msg)
+            {
+                pending.extend(b.events.into_iter().map(|e| (e.local, e)));
+            }
+        }
+    }
+
+    /// Heartbeats waiting to be offered again.
+    pub fn pending_heartbeats(&self) -> usize {
+        self.pending.iter().map(|p| p.len()).sum()
     }
 
     /// (shard, shard-local index) of a point.
@@ -182,6 +215,7 @@ impl Router {
         ctx: &BatchCtx,
         make_ack: impl FnOnce(u32) -> BatchAck,
     ) -> Option<Arc<BatchAck>> {
+        self.flush_pending();
         for (point, event) in events {
             let Some(p) = self.placement.get(point as usize).copied() else {
                 continue;
@@ -210,7 +244,7 @@ impl Router {
                 let msg = ShardMsg::Events(EventBatch {
                     events: std::mem::take(alarm),
                     ctx: ctx.clone(),
-                    ack: ack.clone(),
+                    ack: Some(ack.clone()),
                 });
                 // Blocking: back-pressure, never loss. Fails only when the shard is gone.
                 let _ = self.lanes[s].alarm.send(msg);
@@ -219,15 +253,24 @@ impl Router {
                 let msg = ShardMsg::Events(EventBatch {
                     events: std::mem::take(normal),
                     ctx: ctx.clone(),
-                    ack: ack.clone(),
+                    ack: Some(ack.clone()),
                 });
                 match self.lanes[s].normal.try_send(msg) {
                     Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                     Err(TrySendError::Full(ShardMsg::Events(mut b))) => {
-                        let before = b.events.len();
-                        b.events
-                            .retain(|e| e.event.kind != EventKind::Heartbeat as i32);
-                        self.shed.increment((before - b.events.len()) as u64);
+                        // Overload: heartbeats are coalesced (only a point's latest matters);
+                        // everything else still goes, by the lane that blocks.
+                        let pending = &mut self.pending[s];
+                        let shed = &self.shed;
+                        b.events.retain(|e| {
+                            if e.event.kind != EventKind::Heartbeat as i32 {
+                                return true;
+                            }
+                            if pending.insert(e.local, e.clone()).is_some() {
+                                shed.increment(1);
+                            }
+                            false
+                        });
                         let _ = self.lanes[s].alarm.send(ShardMsg::Events(b));
                     }
                     Err(TrySendError::Full(other)) => {
@@ -240,9 +283,11 @@ impl Router {
     }
 }
 
-/// Kinds that take the alarm lane: fire and everything a person must act on.
+/// Kinds that take the alarm lane: fire alarms, and the clears and mutes that belong to
+/// their incidents (kept in order with them). Troubles, tests and heartbeats take the
+/// normal lane, which a shard drains only when no alarm waits.
 pub fn is_priority(kind: EventKind) -> bool {
-    !matches!(kind, EventKind::Heartbeat | EventKind::Test)
+    kind.is_alarm() || matches!(kind, EventKind::AlarmClear | EventKind::Mute)
 }
 
 /// Runs one shard until both lanes are closed and drained; returns the shard (for the
@@ -318,7 +363,7 @@ pub fn run_shard(
                 c.increment(b.events.len() as u64);
                 let msg = SinkMsg {
                     records: std::mem::take(&mut out),
-                    acks: vec![b.ack],
+                    acks: b.ack.into_iter().collect(),
                     shard: Some(id),
                 };
                 if sink.send(msg).is_err() {
@@ -465,33 +510,65 @@ mod tests {
     }
 
     #[test]
-    fn full_normal_lane_sheds_heartbeats_not_troubles() {
+    fn a_full_normal_lane_coalesces_heartbeats_and_keeps_the_rest() {
         let reg = generate(&GenerateOptions {
             points: 100,
             seed: 3,
         });
-        let (mut router, inputs) = Router::new(&reg, 1, 1);
+        // Lanes of 3: the normal lane is filled, the alarm lane has room for what follows.
+        let (mut router, inputs) = Router::new(&reg, 1, 3);
         let ctx = BatchCtx {
             gateway_id: "g".into(),
             batch_seq: 1,
             received_ms: 0,
         };
         let ack = |p| BatchAck::new("g".into(), 1, vec![], vec![], Instant::now(), p);
-        let hb = PointEvent {
+        let hb = |seq| PointEvent {
             kind: EventKind::Heartbeat as i32,
+            device_seq: seq,
             ..Default::default()
         };
-        let test = PointEvent {
-            kind: EventKind::Test as i32,
+        let fault = PointEvent {
+            kind: EventKind::Fault as i32,
             ..Default::default()
         };
-        router.route(vec![(0, hb)].into_iter(), &ctx, ack);
-        router.route(vec![(1, hb), (2, test)].into_iter(), &ctx, ack);
-        assert_eq!(inputs[0].normal.len(), 1);
+        for _ in 0..3 {
+            router.route(vec![(0, hb(1))].into_iter(), &ctx, ack);
+        }
+        // The lane is full now: heartbeats of points 1 and 2 are coalesced, the fault goes by
+        // the alarm lane; a newer heartbeat of point 1 supersedes the older one.
+        router.route(
+            vec![(1, hb(1)), (2, hb(1)), (3, fault)].into_iter(),
+            &ctx,
+            ack,
+        );
+        router.route(vec![(1, hb(2))].into_iter(), &ctx, ack);
+        assert_eq!(router.pending_heartbeats(), 2);
+        assert_eq!(inputs[0].normal.len(), 3);
         let Ok(ShardMsg::Events(b)) = inputs[0].alarm.try_recv() else {
             panic!("expected events")
         };
         assert_eq!(b.events.len(), 1);
-        assert_eq!(b.events[0].event.kind, EventKind::Test as i32);
+        assert_eq!(b.events[0].event.kind, EventKind::Fault as i32);
+        // The part that was all heartbeats still completes its batch's ack (empty part).
+        let Ok(ShardMsg::Events(b)) = inputs[0].alarm.try_recv() else {
+            panic!("expected a part")
+        };
+        assert!(b.events.is_empty() && b.ack.is_some());
+        // Once the lane drains, the coalesced heartbeats go, the latest per point.
+        while inputs[0].normal.try_recv().is_ok() {}
+        router.flush_pending();
+        assert_eq!(router.pending_heartbeats(), 0);
+        let Ok(ShardMsg::Events(b)) = inputs[0].normal.try_recv() else {
+            panic!("expected heartbeats")
+        };
+        assert!(b.ack.is_none());
+        let mut seqs: Vec<(u32, u32)> = b
+            .events
+            .iter()
+            .map(|e| (e.point, e.event.device_seq))
+            .collect();
+        seqs.sort();
+        assert_eq!(seqs, vec![(1, 2), (2, 1)]);
     }
 }
