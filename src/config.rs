@@ -98,6 +98,10 @@ pub struct MqttConfig {
     pub uplink_segment_bytes: usize,
     /// Number of uplink segments kept.
     pub uplink_segment_count: usize,
+    /// Bytes of recent acks rumqttd keeps per gateway subscription (two segments of this).
+    /// Acks a gateway has not read when it is exceeded are dropped; the gateway retransmits
+    /// its alarms. Memory: up to about 2 × this × 3.5 per subscribed gateway.
+    pub ack_segment_bytes: usize,
     /// Dead-letter records per gateway per second (the counter always counts everything).
     pub deadletter_per_gateway_per_sec: u32,
     /// Bytes of raw payload kept in a dead-letter record.
@@ -118,6 +122,7 @@ impl Default for MqttConfig {
             connect_timeout: Duration::from_secs(10),
             uplink_segment_bytes: 16 * 1024 * 1024,
             uplink_segment_count: 4,
+            ack_segment_bytes: 8 * 1024,
             deadletter_per_gateway_per_sec: 20,
             deadletter_raw_bytes: 4096,
         }
@@ -456,6 +461,12 @@ impl Config {
             return bad(
                 "mqtt.uplink_segment_bytes",
                 "must be at least 65536 bytes with uplink_segment_count >= 1",
+            );
+        }
+        if m.ack_segment_bytes < 1024 {
+            return bad(
+                "mqtt.ack_segment_bytes",
+                "must be at least 1024 (rumqttd limit)",
             );
         }
         if m.connect_timeout.is_zero() || m.connect_timeout > Duration::from_millis(65_535) {

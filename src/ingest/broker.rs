@@ -68,8 +68,8 @@ pub fn router_config(cfg: &MqttConfig) -> RouterConfig {
     RouterConfig {
         max_connections: cfg.max_connections + 8,
         max_outgoing_packet_count: 200,
-        // Per-gateway ack filters: each holds at most 2 × 8 KiB of recent acks.
-        max_segment_size: 8 * 1024,
+        // Per-gateway ack filters: each holds at most 2 × ack_segment_bytes of recent acks.
+        max_segment_size: cfg.ack_segment_bytes,
         max_segment_count: 2,
         custom_segment: Some(custom),
         initialized_filters: Some(initialized),
