@@ -758,6 +758,11 @@ impl Shard {
             return;
         }
         let mut slot = *saved;
+        // Dedup memory comes only from the durable log (`restore_alarm`): a snapshot can be
+        // ahead of the log, and remembering a sequence whose record never became durable
+        // would discard the gateway's retransmission of an unacked alarm.
+        slot.recent = Default::default();
+        slot.ring = 0;
         let state = std::mem::replace(&mut slot.state, STATE_UNKNOWN);
         self.points[local as usize] = slot;
         if state != STATE_UNKNOWN {

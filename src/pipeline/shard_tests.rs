@@ -196,3 +196,28 @@ fn hot_state_fits_the_budget() {
         std::mem::size_of::<PointSlot>()
     );
 }
+
+#[test]
+fn a_snapshot_never_brings_back_dedup_memory_ahead_of_the_log() {
+    let (mut s, reg, ctx) = setup();
+    let mut out = Vec::new();
+    s.on_event(&ev(7, K::SmokeAlarm, 42), &ctx, T0, &mut out);
+    let saved: Vec<(u64, PointSlot)> = s.snapshot().map(|(id, slot)| (id, *slot)).collect();
+    let (mut fresh, _, _) = setup();
+    for (local, (id, slot)) in saved.iter().enumerate() {
+        assert_eq!(*id, reg.point_id(local as u32));
+        fresh.restore_point(local as u32, slot, T0 + 5_000);
+    }
+    // The alarm's record may never have become durable: its retransmission must be accepted.
+    out.clear();
+    assert_eq!(
+        fresh.on_event(&ev(7, K::SmokeAlarm, 42), &ctx, T0 + 6_000, &mut out),
+        Outcome::Accepted
+    );
+    // What the log says is remembered.
+    fresh.restore_alarm(8, 9, T0);
+    assert_eq!(
+        fresh.on_event(&ev(8, K::SmokeAlarm, 9), &ctx, T0 + 6_000, &mut out),
+        Outcome::Duplicate
+    );
+}
