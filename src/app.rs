@@ -8,11 +8,12 @@
 
 use crate::auth::Credentials;
 use crate::config::Config;
+use crate::config::SinkKind;
 use crate::eventlog::EventLog;
 use crate::ingest::{broker, guard, Ingest};
 use crate::pipeline::{self, aggregate::Coverage, snapshot, Router, Shard, ShardRules};
 use crate::registry::Registry;
-use crate::sink::{embedded::EmbeddedSink, DeadLetterTx};
+use crate::sink::{embedded::EmbeddedSink, kafka, DeadLetterTx};
 use crate::telemetry::{self, names, Health};
 use anyhow::Context;
 use rumqttd::Notification;
@@ -38,7 +39,7 @@ pub struct Engine {
     presence: Arc<guard::Presence>,
     ingest: Option<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
-    sink: Option<JoinHandle<EventLog>>,
+    sink: Option<JoinHandle<()>>,
 }
 
 /// Starts every part of the engine; returns once it is ready.
@@ -112,18 +113,50 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
     });
     let links = broker::start(&config.mqtt, shared, runtime.handle())?;
 
-    let sink = EmbeddedSink::new(
-        log,
-        config.sink.embedded.fsync,
-        config.sink.embedded.max_batch_records,
-        sink_rx,
-        Box::new(links.acks),
-        health.clone(),
-        shards,
-    );
-    let sink = std::thread::Builder::new()
-        .name("firewatch-sink".into())
-        .spawn(move || sink.run())?;
+    let sink_thread = std::thread::Builder::new().name("firewatch-sink".into());
+    let sink = match config.sink.kind {
+        SinkKind::Embedded => {
+            let sink = EmbeddedSink::new(
+                log,
+                config.sink.embedded.fsync,
+                config.sink.embedded.max_batch_records,
+                sink_rx,
+                Box::new(links.acks),
+                health.clone(),
+                shards,
+            );
+            sink_thread.spawn(move || {
+                let log = sink.run();
+                tracing::info!(
+                    topics = log.topics().len(),
+                    "embedded log flushed and synced"
+                );
+            })?
+        }
+        SinkKind::Kafka => {
+            if config.kafka.create_topics {
+                kafka::create_topics(&config.kafka)
+                    .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
+            }
+            let spool_dir = config.data_dir.join("spool");
+            let spool = EventLog::open(&spool_dir, config.sink.embedded.segment_bytes)
+                .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+            let sink = kafka::KafkaSink::new(
+                &config.kafka,
+                sink_rx,
+                Box::new(links.acks),
+                health.clone(),
+                shards,
+                log,
+                spool,
+            )?;
+            tracing::info!(brokers = %config.kafka.brokers, "kafka sink ready");
+            sink_thread.spawn(move || {
+                sink.run();
+                tracing::info!("kafka sink flushed");
+            })?
+        }
+    };
 
     let (router, inputs) = Router::new(&registry, shards, config.pipeline.channel_capacity);
     let coverage = Arc::new(Coverage::new(&registry));
@@ -279,13 +312,8 @@ impl Engine {
                 .map_err(|_| anyhow::anyhow!("shard thread panicked"))?;
         }
         if let Some(h) = self.sink.take() {
-            let log = h
-                .join()
+            h.join()
                 .map_err(|_| anyhow::anyhow!("sink thread panicked"))?;
-            tracing::info!(
-                topics = log.topics().len(),
-                "embedded log flushed and synced"
-            );
         }
         tracing::info!("firewatch stopped");
         Ok(())

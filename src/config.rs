@@ -53,6 +53,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// `[sink]`.
     pub sink: SinkConfig,
+    /// `[kafka]` (used when `sink.kind = "kafka"`).
+    pub kafka: KafkaConfig,
     /// `[log]`.
     pub log: LogConfig,
 }
@@ -66,6 +68,7 @@ impl Default for Config {
             registry: RegistryConfig::default(),
             pipeline: PipelineConfig::default(),
             sink: SinkConfig::default(),
+            kafka: KafkaConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -316,6 +319,44 @@ pub enum SinkKind {
     /// The embedded segmented log under `data_dir`.
     #[default]
     Embedded,
+    /// Kafka (`[kafka]`), with a local spool for records Kafka refuses.
+    Kafka,
+}
+
+/// `[kafka]`: the production sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Prepended to every topic name (e.g. `"city1."`).
+    pub topic_prefix: String,
+    /// Create missing topics at start (admin API).
+    pub create_topics: bool,
+    /// Partitions of created topics.
+    pub partitions: i32,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+    /// Time to wait for the cluster at start (topic creation).
+    #[serde(with = "humantime_serde")]
+    pub startup_timeout: std::time::Duration,
+    /// librdkafka properties passed through (SASL, TLS, tuning); they override the
+    /// engine's defaults (docs/kafka.md).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: String::new(),
+            create_topics: true,
+            partitions: 12,
+            replication_factor: 1,
+            startup_timeout: Duration::from_secs(30),
+            properties: BTreeMap::new(),
+        }
+    }
 }
 
 /// `[sink.embedded]`.
@@ -533,6 +574,17 @@ impl Config {
         }
         if self.sink.embedded.segment_bytes < 4096 {
             return bad("sink.embedded.segment_bytes", "must be at least 4096");
+        }
+        if self.sink.kind == SinkKind::Kafka {
+            if self.kafka.brokers.trim().is_empty() {
+                return bad("kafka.brokers", "must name at least one broker");
+            }
+            if self.kafka.partitions < 1 || self.kafka.replication_factor < 1 {
+                return bad(
+                    "kafka.partitions",
+                    "partitions and replication_factor must be >= 1",
+                );
+            }
         }
         if self.sink.embedded.max_batch_records == 0 {
             return bad("sink.embedded.max_batch_records", "must be > 0");

@@ -3,7 +3,7 @@
 
 use super::guard::{GuardShared, GuardedProtocol, INTERNAL_PREFIX};
 use crate::config::MqttConfig;
-use crate::sink::embedded::AckPublisher;
+use crate::sink::acks::AckPublisher;
 use rumqttd::local::{LinkBuilder, LinkRx, LinkTx};
 use rumqttd::protocol::{v4::V4, v5::V5};
 use rumqttd::{

@@ -5,7 +5,9 @@
 //! completes the [`BatchAck`]s that rode along; the last part of a batch to become durable
 //! publishes the `UplinkAck` to the gateway.
 
+pub mod acks;
 pub mod embedded;
+pub mod kafka;
 
 use crate::telemetry::names;
 use bytes::Bytes;

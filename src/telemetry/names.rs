@@ -41,6 +41,12 @@ pub const SINK_FSYNCS_TOTAL: &str = "firewatch_sink_fsyncs_total";
 pub const SINK_ERRORS_TOTAL: &str = "firewatch_sink_errors_total";
 /// Messages waiting for the sink.
 pub const SINK_QUEUE_DEPTH: &str = "firewatch_sink_queue_depth";
+/// Kafka sink groups (sink messages) waiting for delivery reports.
+pub const SINK_KAFKA_PENDING_GROUPS: &str = "firewatch_sink_kafka_pending_groups";
+/// Records Kafka refused for good and the sink kept in the local spool.
+pub const SINK_SPOOLED_RECORDS_TOTAL: &str = "firewatch_sink_spooled_records_total";
+/// Final Kafka delivery errors.
+pub const SINK_DELIVERY_ERRORS_TOTAL: &str = "firewatch_sink_delivery_errors_total";
 /// Uplink acks published, by `status`.
 pub const SINK_ACKS_TOTAL: &str = "firewatch_sink_acks_total";
 /// Ingest → durable latency quantiles, by `shard`, `class` (alarm|other) and `quantile`.

@@ -4,6 +4,7 @@ mod crash;
 mod harness;
 mod ingest;
 mod invariants;
+mod kafka;
 mod rejects;
 mod scenarios;
 mod semantics;
