@@ -28,7 +28,8 @@ const EPOCH_MS: i64 = 1_577_836_800_000;
 /// alarm-class events, the rest for other non-heartbeat events (so clears, tests and
 /// troubles never push an alarm out of the dedup memory).
 pub const RECENT: usize = 8;
-const RECENT_ALARMS: usize = 6;
+/// How many of those are for alarm-class events.
+pub const RECENT_ALARMS: usize = 6;
 /// Battery level at or above which a low-battery trouble is restored.
 const BATTERY_RESTORE_PCT: u32 = 25;
 

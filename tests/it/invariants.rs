@@ -19,6 +19,7 @@
 //! ids.
 
 use crate::scenarios::{registry, Engine, SHARDS, T0};
+use firewatch::pipeline::shard::RECENT_ALARMS;
 use firewatch::config::PipelineConfig;
 use firewatch::pipeline::chain::ChainHeads;
 use firewatch::pipeline::incident::{is_closed, Command};
@@ -145,6 +146,7 @@ struct Checker {
     closings_insured: u64,
     timeline_records: u64,
     accepted_alarms: HashMap<(u64, u32), i64>,
+    recent_alarm_seqs: HashMap<u64, std::collections::VecDeque<u32>>,
     gateways_down: HashSet<u32>,
     v: Violations,
 }
@@ -174,6 +176,7 @@ impl Checker {
             closings_insured: 0,
             timeline_records: 0,
             accepted_alarms: HashMap::new(),
+            recent_alarm_seqs: HashMap::new(),
             gateways_down: HashSet::new(),
             v: Violations::default(),
         }
@@ -315,8 +318,20 @@ impl Checker {
                 Topic::Alarms => {
                     let a = AlarmRecord::decode(r.value.as_slice()).unwrap();
                     let key = (a.point_id, a.device_seq);
+                    // Dedup memory is bounded: the point's last RECENT_ALARMS alarm seqs.
+                    // Beyond that a retransmission may be accepted again (fail-safe: a
+                    // duplicate record rather than a dropped alarm), so only a repeat of
+                    // one of those is a violation.
+                    let recent = self.recent_alarm_seqs.entry(a.point_id).or_default();
+                    let remembered = recent.contains(&a.device_seq);
+                    if !remembered {
+                        recent.push_back(a.device_seq);
+                        if recent.len() > RECENT_ALARMS {
+                            recent.pop_front();
+                        }
+                    }
                     if let Some(&prev) = self.accepted_alarms.get(&key) {
-                        if self.now - prev <= self.dedup_ms {
+                        if remembered && self.now - prev <= self.dedup_ms {
                             self.v.dedup.push(format!(
                                 "point {} seq {} accepted at +{}s and again at +{}s",
                                 a.point_id,
