@@ -79,6 +79,13 @@ pub fn classify(internal: &str) -> (&str, &str, Route<'_>) {
     (user, topic, route)
 }
 
+/// Counters touched for every uplink, registered once.
+struct HotCounters {
+    received_bytes: metrics::Counter,
+    /// [protobuf, json].
+    batches: [metrics::Counter; 2],
+}
+
 /// The ingest thread's state: everything between a raw publish and the shard lanes.
 pub struct Ingest {
     registry: Arc<Registry>,
@@ -91,6 +98,7 @@ pub struct Ingest {
     kind_counts: [u64; 14],
     kind_counters: Vec<metrics::Counter>,
     house_station: rustc_hash::FxHashMap<u32, u32>,
+    hot: HotCounters,
     gateway_down_since: rustc_hash::FxHashMap<u32, i64>,
 }
 
@@ -125,6 +133,13 @@ impl Ingest {
                 .map(|i| (registry.info(i).house, registry.info(i).station))
                 .collect(),
             gateway_down_since: Default::default(),
+            hot: HotCounters {
+                received_bytes: metrics::counter!(names::INGEST_RECEIVED_BYTES_TOTAL),
+                batches: [
+                    metrics::counter!(names::INGEST_BATCHES_TOTAL, "format" => "protobuf"),
+                    metrics::counter!(names::INGEST_BATCHES_TOTAL, "format" => "json"),
+                ],
+            },
             registry,
         }
     }
@@ -304,7 +319,7 @@ impl Ingest {
         received: Instant,
         now_ms: i64,
     ) {
-        metrics::counter!(names::INGEST_RECEIVED_BYTES_TOTAL).increment(payload.len() as u64);
+        self.hot.received_bytes.increment(payload.len() as u64);
         let Ok(internal) = std::str::from_utf8(internal_topic) else {
             self.reject(
                 "",
@@ -352,12 +367,7 @@ impl Ingest {
         received: Instant,
         now_ms: i64,
     ) {
-        let fmt = if format == Format::Json {
-            "json"
-        } else {
-            "protobuf"
-        };
-        metrics::counter!(names::INGEST_BATCHES_TOTAL, "format" => fmt).increment(1);
+        self.hot.batches[usize::from(format == Format::Json)].increment(1);
         if payload.len() > self.max_payload {
             let detail = format!(
                 "payload of {} bytes exceeds {}",

@@ -188,6 +188,8 @@ pub struct KafkaSink {
     producer: BaseProducer<DeliveryContext>,
     reports: crossbeam_channel::Receiver<Report>,
     prefix: String,
+    /// Full topic names (prefix included), by `Topic as usize`.
+    topic_names: Arc<Vec<String>>,
     instance: String,
     rx: crossbeam_channel::Receiver<SinkMsg>,
     acks: AckReleaser,
@@ -230,6 +232,12 @@ impl KafkaSink {
             producer,
             reports,
             prefix: cfg.topic_prefix.clone(),
+            topic_names: Arc::new(
+                Topic::ALL
+                    .iter()
+                    .map(|t| format!("{}{}", cfg.topic_prefix, t.name()))
+                    .collect(),
+            ),
             instance,
             rx,
             acks: AckReleaser::new(acks, shards),
@@ -317,7 +325,8 @@ impl KafkaSink {
             started: Instant::now(),
         });
         for r in &m.records {
-            let topic = format!("{}{}", self.prefix, r.topic.name());
+            let names = self.topic_names.clone();
+            let topic = &names[r.topic as usize];
             let ingest = r.ts_ms.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -336,7 +345,7 @@ impl KafkaSink {
                     key: "ingest-ts-ms",
                     value: Some(ingest.as_str()),
                 });
-            let mut record = BaseRecord::with_opaque_to(&topic, gid)
+            let mut record = BaseRecord::with_opaque_to(topic, gid)
                 .key(r.key.as_slice())
                 .payload(r.value.as_slice())
                 .timestamp(r.ts_ms)
@@ -353,6 +362,7 @@ impl KafkaSink {
                     }
                     Err((e, _)) => {
                         // Refused before it was queued (e.g. too large): spool it.
+                        let topic = topic.clone();
                         self.spool_record(&e.to_string(), &topic, &r.key, &r.value, r.ts_ms);
                         self.complete(gid);
                         break;
