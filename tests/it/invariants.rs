@@ -19,10 +19,10 @@
 //! ids.
 
 use crate::scenarios::{registry, Engine, SHARDS, T0};
-use firewatch::pipeline::shard::RECENT_ALARMS;
 use firewatch::config::PipelineConfig;
 use firewatch::pipeline::chain::ChainHeads;
 use firewatch::pipeline::incident::{is_closed, Command};
+use firewatch::pipeline::shard::RECENT_ALARMS;
 use firewatch::pipeline::{shard_of_house, BatchCtx, Outcome, RoutedEvent, ShardRules};
 use firewatch::registry::Registry;
 use firewatch::restore::Restored;
