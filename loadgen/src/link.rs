@@ -47,6 +47,24 @@ pub struct LinkState {
     pub bad_acks: AtomicU64,
     /// The sender is done; the poll task ends at the next disconnect or error.
     pub stopping: AtomicBool,
+    /// When the last ack subscription was granted: µs since [`epoch`] (0: never).
+    pub subscribed_at_us: AtomicU64,
+}
+
+/// A process-wide time origin for instants kept in atomics.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl LinkState {
+    /// When the last ack subscription was granted.
+    pub fn subscribed_at(&self) -> Option<Instant> {
+        match self.subscribed_at_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(epoch() + Duration::from_micros(us)),
+        }
+    }
 }
 
 /// An ack and when the poll task received it.
@@ -68,9 +86,9 @@ pub struct Link {
     pub acks: mpsc::UnboundedReceiver<Ack>,
 }
 
-/// Starts the session of gateway `id`; `connected` counts gateways that connected once.
-/// Returns the session and its poll task.
-pub fn spawn(id: &str, cfg: &LinkConfig, connected: Arc<AtomicUsize>) -> (Link, JoinHandle<()>) {
+/// Starts the session of gateway `id`; `ready` counts sessions whose ack subscription was
+/// granted (once each). Returns the session and its poll task.
+pub fn spawn(id: &str, cfg: &LinkConfig, ready: Arc<AtomicUsize>) -> (Link, JoinHandle<()>) {
     let mut opts = MqttOptions::new(id, cfg.host.clone(), cfg.port);
     opts.set_credentials(id, cfg.secret.clone());
     opts.set_keep_alive(Duration::from_secs(30));
@@ -81,6 +99,7 @@ pub fn spawn(id: &str, cfg: &LinkConfig, connected: Arc<AtomicUsize>) -> (Link, 
     let mut net = eventloop.network_options();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
+    let _ = epoch();
     let state = Arc::new(LinkState::default());
     let (tx, acks) = mpsc::unbounded_channel();
     let poller = Poller {
@@ -89,7 +108,8 @@ pub fn spawn(id: &str, cfg: &LinkConfig, connected: Arc<AtomicUsize>) -> (Link, 
         client: client.clone(),
         state: state.clone(),
         tx,
-        connected,
+        ready,
+        counted: false,
     };
     let task = tokio::spawn(poller.run(eventloop));
     (
@@ -108,11 +128,12 @@ struct Poller {
     client: AsyncClient,
     state: Arc<LinkState>,
     tx: mpsc::UnboundedSender<Ack>,
-    connected: Arc<AtomicUsize>,
+    ready: Arc<AtomicUsize>,
+    counted: bool,
 }
 
 impl Poller {
-    async fn run(self, mut eventloop: EventLoop) {
+    async fn run(mut self, mut eventloop: EventLoop) {
         let mut failures: u32 = 0;
         let mut want_subscribe = false;
         loop {
@@ -121,9 +142,7 @@ impl Poller {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
                     self.state.connected.store(true, Ordering::Release);
-                    if !self.state.ever_connected.swap(true, Ordering::AcqRel) {
-                        self.connected.fetch_add(1, Ordering::AcqRel);
-                    }
+                    self.state.ever_connected.store(true, Ordering::Release);
                     want_subscribe = true;
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -132,7 +151,17 @@ impl Poller {
                         .iter()
                         .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
                     if granted {
+                        let us = Instant::now()
+                            .saturating_duration_since(epoch())
+                            .as_micros();
+                        self.state
+                            .subscribed_at_us
+                            .store((us as u64).max(1), Ordering::Release);
                         self.state.subscribed.store(true, Ordering::Release);
+                        if !self.counted {
+                            self.counted = true;
+                            self.ready.fetch_add(1, Ordering::AcqRel);
+                        }
                     } else {
                         self.print_error(&format!("subscription to {} refused", self.ack_topic));
                     }
@@ -191,7 +220,7 @@ impl Poller {
 }
 
 /// Jittered exponential back-off: 100 ms doubling per failure up to 5 s, times 0.5..1.0.
-fn backoff(failures: u32) -> Duration {
+pub fn backoff(failures: u32) -> Duration {
     let base_ms = (100u64 << failures.saturating_sub(1).min(6)).min(5_000);
     let factor: f64 = rand::thread_rng().gen_range(0.5..=1.0);
     Duration::from_millis((base_ms as f64 * factor) as u64)

@@ -1,14 +1,46 @@
 //! Which gateways and points a run simulates, chosen from the registry.
 
 use firewatch::registry::Registry;
+use firewatch_proto::RoomType;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-/// One simulated gateway: its id and the registry ids of the points it reports.
+/// Heartbeat interval of a device class the engine's defaults do not name.
+const DEFAULT_INTERVAL_SECS: f64 = 60.0;
+
+/// One simulated point and what the scenarios need to know about it.
+#[derive(Debug, Clone, Copy)]
+pub struct PointPlan {
+    /// Registry point id.
+    pub id: u64,
+    /// Heartbeat interval of its device class, seconds.
+    pub hb_interval_secs: f64,
+    /// Room type (kitchens and studios are nuisance candidates).
+    pub room_type: RoomType,
+    /// House id.
+    pub house: u32,
+    /// Village id.
+    pub village: u32,
+}
+
+/// One simulated gateway: its id and the points it reports.
 #[derive(Debug, Clone)]
 pub struct GatewayPlan {
     /// Gateway id (MQTT username and client id).
     pub id: String,
-    /// Point ids of the gateway in use (never empty).
-    pub points: Vec<u64>,
+    /// Points of the gateway in use (never empty).
+    pub points: Vec<PointPlan>,
+}
+
+/// Heartbeat intervals by device class name: the engine's defaults
+/// (`pipeline.device_classes`).
+pub fn default_intervals() -> BTreeMap<String, Duration> {
+    firewatch::config::Config::default()
+        .pipeline
+        .device_classes
+        .into_iter()
+        .map(|(k, v)| (k, v.heartbeat_interval))
+        .collect()
 }
 
 /// The first `gateways` gateways of the registry, with at most `points` points in all,
@@ -19,12 +51,34 @@ pub fn select(
     points: Option<usize>,
 ) -> Vec<GatewayPlan> {
     let count = gateways.unwrap_or(usize::MAX).min(registry.gateway_count());
-    let all: Vec<(String, Vec<u64>)> = (0..count as u32)
+    let intervals = default_intervals();
+    let class_secs: Vec<f64> = registry
+        .device_classes()
+        .iter()
+        .map(|c| {
+            intervals
+                .get(c)
+                .map_or(DEFAULT_INTERVAL_SECS, |d| d.as_secs_f64())
+        })
+        .collect();
+    let all: Vec<(String, Vec<PointPlan>)> = (0..count as u32)
         .map(|g| {
             let pts = registry
                 .gateway_points(g)
                 .iter()
-                .map(|&idx| registry.point_id(idx))
+                .map(|&idx| {
+                    let info = registry.info(idx);
+                    PointPlan {
+                        id: registry.point_id(idx),
+                        hb_interval_secs: class_secs
+                            .get(info.class as usize)
+                            .copied()
+                            .unwrap_or(DEFAULT_INTERVAL_SECS),
+                        room_type: info.room_type,
+                        house: info.house,
+                        village: info.village,
+                    }
+                })
                 .collect();
             (registry.gateway_id(g).to_string(), pts)
         })

@@ -158,7 +158,10 @@ fn every_reject_path_is_dead_lettered_and_good_gateways_keep_working() {
         !bad.stays_connected(Duration::from_secs(5)),
         "forbidden subscription must disconnect"
     );
-    assert!(has(&fx, RejectReason::ForbiddenSubscription, &bad_id));
+    // The dead letter is written by the sink thread: wait for it, do not race it.
+    eventually(10, "forbidden_subscription dead letter", || {
+        has(&fx, RejectReason::ForbiddenSubscription, &bad_id)
+    });
 
     // The good gateway was never disturbed, and its alarms are all there.
     serve_good(&mut good);

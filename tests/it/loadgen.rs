@@ -1,0 +1,97 @@
+//! The load generator (the `loadgen` library) against an in-process engine: a short storm
+//! scenario in which every alarm it sent is acked and found exactly once in `fw.alarms`.
+//! Functional only: no timing assertions.
+
+use crate::harness::Fixture;
+
+#[test]
+fn storm_scenario_every_alarm_acked_and_observed_once() {
+    let fx = Fixture::new(600);
+    let engine = fx.start();
+    let registry = fx.config.registry.path.to_str().unwrap().to_string();
+    let log_dir = fx.log_dir().to_str().unwrap().to_string();
+    let port = fx.v4_port().to_string();
+    let metrics = format!("http://{}/metrics", engine.http);
+    let out = |name: &str| fx.dir.path().join(name).to_str().unwrap().to_string();
+    let (json, md, svg) = (out("report.json"), out("report.md"), out("report.svg"));
+    let args = ::loadgen::Args::try_parse_strs([
+        "loadgen",
+        "--scenario",
+        "storm",
+        "--registry",
+        &registry,
+        "--port",
+        &port,
+        "--duration",
+        "3",
+        "--rate",
+        "200",
+        "--alarm-rate",
+        "5",
+        "--storm-at",
+        "0.5",
+        "--storm-secs",
+        "1.5",
+        "--storm-rate",
+        "100",
+        "--fire-spread-secs",
+        "1",
+        "--drain-secs",
+        "10",
+        "--log-dir",
+        &log_dir,
+        "--metrics-url",
+        &metrics,
+        "--json",
+        &json,
+        "--markdown",
+        &md,
+        "--plot",
+        &svg,
+        "--seed",
+        "5",
+        "--no-progress",
+    ])
+    .unwrap();
+    let report = ::loadgen::run_blocking(args).unwrap();
+    engine.shutdown().unwrap();
+
+    let table = report.table();
+    eprintln!("{table}");
+    let c = &report.counters;
+    assert!(report.failures.is_empty(), "{table}");
+    assert_eq!(report.gateways_connected, report.gateways, "{table}");
+    assert!(report.plan.fire_alarms_planned > 0, "{table}");
+    assert_eq!(report.plan.storm_alarms_planned, 150, "{table}");
+    // Every alarm sent (background, fire and burst) was acked durable, none rejected.
+    assert!(
+        c.alarms_sent >= report.plan.fire_alarms_planned + 150,
+        "{table}"
+    );
+    assert_eq!(c.alarms_acked, c.alarms_sent, "{table}");
+    assert_eq!(c.alarms_unacked, 0, "{table}");
+    assert_eq!(c.alarms_rejected, 0, "{table}");
+    assert_eq!(c.alarms_unsent, 0, "{table}");
+    // ... and is in fw.alarms exactly once.
+    let log = report.log.as_ref().expect("log check");
+    assert_eq!(log.alarms_observed, c.alarms_sent, "{table}");
+    assert_eq!(log.alarms_missing, 0, "{table}");
+    assert_eq!(log.duplicates, 0, "{table}");
+    for source in ["fire", "storm"] {
+        assert!(
+            report.alarm_latency_by_source.contains_key(source),
+            "no {source} latency: {table}"
+        );
+    }
+    assert!(report.engine_metrics.is_some(), "{table}");
+    assert!(!report.timeline.is_empty());
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(json["scenario"], "storm");
+    assert_eq!(json["alarms_acked"], c.alarms_sent);
+    let md = std::fs::read_to_string(&md).unwrap();
+    assert!(md.contains("| alarm: storm |"), "{md}");
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(200)]);
+}
