@@ -323,12 +323,12 @@ impl Checker {
                     // duplicate record rather than a dropped alarm), so only a repeat of
                     // one of those is a violation.
                     let recent = self.recent_alarm_seqs.entry(a.point_id).or_default();
+                    // The engine remembers every alarm it accepts (also one accepted again
+                    // after the window), in a ring of RECENT_ALARMS: mirror exactly that.
                     let remembered = recent.contains(&a.device_seq);
-                    if !remembered {
-                        recent.push_back(a.device_seq);
-                        if recent.len() > RECENT_ALARMS {
-                            recent.pop_front();
-                        }
+                    recent.push_back(a.device_seq);
+                    if recent.len() > RECENT_ALARMS {
+                        recent.pop_front();
                     }
                     if let Some(&prev) = self.accepted_alarms.get(&key) {
                         if remembered && self.now - prev <= self.dedup_ms {
