@@ -190,11 +190,8 @@ fn out_of_range_local_index_is_ignored() {
 
 #[test]
 fn hot_state_fits_the_budget() {
-    assert!(
-        std::mem::size_of::<PointSlot>() <= 128,
-        "{}",
-        std::mem::size_of::<PointSlot>()
-    );
+    // ARCHITECTURE.md and the notes state 104 bytes; the budget is 128.
+    assert_eq!(std::mem::size_of::<PointSlot>(), 104);
 }
 
 #[test]

@@ -172,6 +172,25 @@ fn mqtt5_listener_serves_gateways_too() {
     engine.shutdown().unwrap();
 }
 
+/// `-h -p -u -P -i` arguments of mosquitto_pub/mosquitto_sub for gateway `gw`.
+fn mosquitto_login(port: &str, gw: &str, secret: &str, role: &str) -> Vec<String> {
+    let id = format!("{gw}-{role}");
+    [
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-u",
+        gw,
+        "-P",
+        secret,
+        "-i",
+        &id,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// A person with Debian's mosquitto-clients can send the JSON form and read the JSON ack.
 #[test]
 fn mosquitto_clients_send_json_and_read_the_ack() {
@@ -193,18 +212,7 @@ fn mosquitto_clients_send_json_and_read_the_ack() {
     let port = fx.v4_port().to_string();
     let secret = firewatch::auth::DEV_SECRET;
     let sub = std::process::Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &gw,
-            "-P",
-            secret,
-            "-i",
-            &format!("{gw}-sub"),
-        ])
+        .args(mosquitto_login(&port, &gw, secret, "sub"))
         .args([
             "-q",
             "1",
@@ -224,18 +232,7 @@ fn mosquitto_clients_send_json_and_read_the_ack() {
         points[0]
     );
     let st = std::process::Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-u",
-            &gw,
-            "-P",
-            secret,
-            "-i",
-            &format!("{gw}-pub"),
-        ])
+        .args(mosquitto_login(&port, &gw, secret, "pub"))
         .args([
             "-q",
             "1",
