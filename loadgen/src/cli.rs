@@ -27,6 +27,29 @@ pub enum Scenario {
     Bad,
 }
 
+/// What counts as the broker's acknowledgement of a published batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// firewatch's application-level `UplinkAck` on fw/v1/gw/{gateway}/ack, sent once the
+    /// batch's alarms are durable; the gateway subscribes to it.
+    App,
+    /// The MQTT QoS-1 PUBACK of the publish (for brokers without an application ack, e.g.
+    /// Mosquitto): every alarm of the batch counts as acked when its PUBACK arrives. No
+    /// ack subscription is made.
+    Puback,
+}
+
+/// How the values of `--kafka-topic` records are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaValue {
+    /// A firewatch `AlarmRecord` per record (the engine's Kafka sink, topic fw.alarms).
+    AlarmRecord,
+    /// The gateway's `UplinkBatch` as published over MQTT (a plain MQTT-to-Kafka bridge).
+    UplinkBatch,
+}
+
 impl Scenario {
     /// Lowercase name.
     pub fn name(self) -> &'static str {
@@ -181,6 +204,38 @@ pub struct Args {
     #[arg(long, default_value_t = 2.0)]
     pub bad_rate: f64,
 
+    /// How a batch counts as acked: `app` (firewatch's UplinkAck, alarms durable) or
+    /// `puback` (the QoS-1 PUBACK, for a plain MQTT broker such as Mosquitto; not with
+    /// --scenario bad).
+    #[arg(long, value_enum, default_value_t = AckMode::App)]
+    pub ack: AckMode,
+
+    /// Name of the system under test, put in the report (e.g. firewatch, mosquitto,
+    /// mosquitto+bridge).
+    #[arg(long, default_value = "firewatch")]
+    pub label: String,
+
+    /// Observe the output on the same MQTT broker: a subscriber on fw/v1/gw/+/up (QoS 1)
+    /// counts each sent alarm's arrival, duplicates and latency from its intended send
+    /// time (for a plain broker such as Mosquitto; firewatch refuses that subscription).
+    #[arg(long)]
+    pub observe_mqtt: bool,
+
+    /// Observe the output on Kafka: bootstrap servers of a consumer on --kafka-topic that
+    /// counts each sent alarm's arrival, duplicates and latency from its intended send
+    /// time. The consumer starts at the topic's end before the schedule begins.
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topic to observe (with --kafka-brokers).
+    #[arg(long, default_value = "fw.alarms")]
+    pub kafka_topic: String,
+
+    /// How the --kafka-topic values are decoded: `alarm-record` (the engine's Kafka sink)
+    /// or `uplink-batch` (a bridge forwarding the MQTT payloads).
+    #[arg(long, value_enum, default_value_t = KafkaValue::AlarmRecord)]
+    pub kafka_value: KafkaValue,
+
     /// Engine log directory (`{data_dir}/log`): after the run, read `fw.alarms` there and
     /// check that every sent alarm was written exactly once; also count fw.incidents
     /// nuisance closures (nuisance) and fw.deadletter records by reason (bad).
@@ -273,6 +328,17 @@ impl Args {
         anyhow::ensure!(nonneg(self.nuisance_rate), "--nuisance-rate must be >= 0");
         anyhow::ensure!(share(self.bad_share), "--bad-share must be in 0..1");
         anyhow::ensure!(nonneg(self.bad_rate), "--bad-rate must be >= 0");
+        anyhow::ensure!(
+            !(self.ack == AckMode::Puback && self.scenario == Scenario::Bad),
+            "--ack puback cannot judge bad input (a plain broker accepts everything)"
+        );
+        let observers = usize::from(self.log_dir.is_some())
+            + usize::from(self.observe_mqtt)
+            + usize::from(self.kafka_brokers.is_some());
+        anyhow::ensure!(
+            observers <= 1,
+            "choose one of --log-dir, --observe-mqtt and --kafka-brokers"
+        );
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod link;
 pub mod logcheck;
 pub mod metrics;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod plot;
@@ -21,7 +22,7 @@ pub mod scenario;
 pub mod sender;
 pub mod timeline;
 
-pub use cli::{Args, Scenario};
+pub use cli::{AckMode, Args, KafkaValue, Scenario};
 pub use report::Report;
 
 use anyhow::Context;
@@ -115,6 +116,7 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         host: args.host.clone(),
         port: args.port,
         secret: args.secret.clone(),
+        ack: args.ack,
     };
     let connected = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
@@ -136,6 +138,20 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         "loadgen: {} of {gateways} gateways connected and subscribed in {connect_secs:.2} s; sending",
         connected.load(Ordering::Acquire)
     );
+
+    // The output observer is in place before the first event is due.
+    let observer = if args.observe_mqtt {
+        Some(observe::Observer::mqtt(&cfg).await?)
+    } else if let Some(brokers) = args.kafka_brokers.clone() {
+        let (topic, value) = (args.kafka_topic.clone(), args.kafka_value);
+        Some(
+            tokio::task::spawn_blocking(move || observe::Observer::kafka(&brokers, &topic, value))
+                .await
+                .context("kafka observer task failed")??,
+        )
+    } else {
+        None
+    };
 
     // Sending and draining.
     let start = Instant::now() + Duration::from_millis(100);
@@ -268,13 +284,25 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
 
     let mut nuisance_incidents = None;
     let mut deadletters = None;
-    let log = match args.log_dir.clone() {
-        Some(dir) => {
+    let warm_from_ms = wall_start_ms + (args.warmup * 1000.0) as i64;
+    let log = match (args.log_dir.clone(), observer) {
+        (None, Some(obs)) => Some(
+            obs.finish(&sent_alarms, LOG_WAIT, wall_start_ms, slots, warm_from_ms)
+                .await,
+        ),
+        (Some(dir), _) => {
             let since = wall_start_ms - 100;
             let want_nuisance = args.scenario == Scenario::Nuisance;
             let want_dead = args.scenario == Scenario::Bad;
             let (log, nui, dead) = tokio::task::spawn_blocking(move || {
-                let log = logcheck::check(&dir, &sent_alarms, LOG_WAIT, wall_start_ms, slots)?;
+                let log = logcheck::check(
+                    &dir,
+                    &sent_alarms,
+                    LOG_WAIT,
+                    wall_start_ms,
+                    slots,
+                    warm_from_ms,
+                )?;
                 let nui = if want_nuisance {
                     let expect = nuisance_points.len() as u64;
                     Some(logcheck::count_nuisance(
@@ -300,7 +328,7 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
             deadletters = dead;
             Some(log)
         }
-        None => None,
+        (None, None) => None,
     };
 
     let timeline_rows = rows(&timeline, &samples, log.as_ref());
@@ -312,6 +340,8 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         .collect();
     reconnect_secs.sort_by(f64::total_cmp);
     let mut report = Report {
+        label: args.label.clone(),
+        ack: args.ack,
         scenario: args.scenario,
         duration_secs: args.duration,
         warmup_secs: args.warmup,

@@ -1,13 +1,20 @@
 //! One gateway's MQTT session: a task that owns the rumqttc `EventLoop`, (re)subscribes to
 //! the ack topic after every CONNACK, decodes acks and hands them to the sender task.
 //!
+//! With `--ack puback` (a plain broker) there is no ack subscription: the session is ready
+//! at CONNACK, and each PUBACK is handed over as the ordinal of the publish it answers
+//! (the n-th `try_publish` of the session is the n-th new packet id rumqttc sends; a
+//! packet id resent after a reconnect keeps its ordinal).
+//!
 //! The poll task never publishes uplinks (rumqttc#1025: a task that both polls and blocks
 //! on publishing can deadlock); the sender uses `try_publish` and only while `subscribed`.
 
+use crate::cli::AckMode;
 use firewatch_proto::UplinkAck;
 use prost::Message;
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,8 @@ pub struct LinkConfig {
     pub port: u16,
     /// Password of every gateway.
     pub secret: String,
+    /// What acknowledges a batch.
+    pub ack: AckMode,
 }
 
 /// Connection state shared between the poll task, the sender and the report.
@@ -72,8 +81,10 @@ impl LinkState {
 pub struct Ack {
     /// Receipt time (the latency end point).
     pub received: Instant,
-    /// The decoded ack.
+    /// The decoded ack (`--ack app`).
     pub ack: UplinkAck,
+    /// `--ack puback`: the PUBACK of the session's n-th publish (from 1); `ack` is empty.
+    pub puback: Option<u64>,
 }
 
 /// A running gateway session.
@@ -110,6 +121,9 @@ pub fn spawn(id: &str, cfg: &LinkConfig, ready: Arc<AtomicUsize>) -> (Link, Join
         tx,
         ready,
         counted: false,
+        ack_mode: cfg.ack,
+        pkid_ordinal: HashMap::new(),
+        publishes: 0,
     };
     let task = tokio::spawn(poller.run(eventloop));
     (
@@ -130,6 +144,11 @@ struct Poller {
     tx: mpsc::UnboundedSender<Ack>,
     ready: Arc<AtomicUsize>,
     counted: bool,
+    ack_mode: AckMode,
+    /// `--ack puback`: packet id -> ordinal of the publish awaiting its PUBACK.
+    pkid_ordinal: HashMap<u16, u64>,
+    /// `--ack puback`: publishes of this session so far.
+    publishes: u64,
 }
 
 impl Poller {
@@ -143,7 +162,10 @@ impl Poller {
                     failures = 0;
                     self.state.connected.store(true, Ordering::Release);
                     self.state.ever_connected.store(true, Ordering::Release);
-                    want_subscribe = true;
+                    want_subscribe = self.ack_mode == AckMode::App;
+                    if !want_subscribe {
+                        self.mark_ready();
+                    }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
                     let granted = ack
@@ -151,26 +173,39 @@ impl Poller {
                         .iter()
                         .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure));
                     if granted {
-                        let us = Instant::now()
-                            .saturating_duration_since(epoch())
-                            .as_micros();
-                        self.state
-                            .subscribed_at_us
-                            .store((us as u64).max(1), Ordering::Release);
-                        self.state.subscribed.store(true, Ordering::Release);
-                        if !self.counted {
-                            self.counted = true;
-                            self.ready.fetch_add(1, Ordering::AcqRel);
-                        }
+                        self.mark_ready();
                     } else {
                         self.print_error(&format!("subscription to {} refused", self.ack_topic));
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid)))
+                    if self.ack_mode == AckMode::Puback =>
+                {
+                    let n = &mut self.publishes;
+                    self.pkid_ordinal.entry(pkid).or_insert_with(|| {
+                        *n += 1;
+                        *n
+                    });
+                }
+                Ok(Event::Incoming(Packet::PubAck(p))) if self.ack_mode == AckMode::Puback => {
+                    let received = Instant::now();
+                    if let Some(ordinal) = self.pkid_ordinal.remove(&p.pkid) {
+                        let _ = self.tx.send(Ack {
+                            received,
+                            ack: UplinkAck::default(),
+                            puback: Some(ordinal),
+                        });
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let received = Instant::now();
                     match UplinkAck::decode(p.payload) {
                         Ok(ack) => {
-                            let _ = self.tx.send(Ack { received, ack });
+                            let _ = self.tx.send(Ack {
+                                received,
+                                ack,
+                                puback: None,
+                            });
                         }
                         Err(_) => {
                             self.state.bad_acks.fetch_add(1, Ordering::Relaxed);
@@ -206,6 +241,22 @@ impl Poller {
             {
                 want_subscribe = false;
             }
+        }
+    }
+
+    /// The session can publish: its ack subscription was granted (`--ack app`) or it is
+    /// connected (`--ack puback`).
+    fn mark_ready(&mut self) {
+        let us = Instant::now()
+            .saturating_duration_since(epoch())
+            .as_micros();
+        self.state
+            .subscribed_at_us
+            .store((us as u64).max(1), Ordering::Release);
+        self.state.subscribed.store(true, Ordering::Release);
+        if !self.counted {
+            self.counted = true;
+            self.ready.fetch_add(1, Ordering::AcqRel);
         }
     }
 

@@ -2,7 +2,7 @@
 //! `fw.alarms`, and written once; counts the run's nuisance closures in `fw.incidents` and
 //! its gateways' records in `fw.deadletter` by reason.
 
-use crate::report::LogCheck;
+use crate::report::{new_histogram, LatencySummary, LogCheck};
 use firewatch::eventlog::{LogReader, StartAt};
 use firewatch_proto::{AlarmRecord, DeadLetterRecord, EnumName, IncidentRecord, RejectReason};
 use prost::Message;
@@ -19,16 +19,19 @@ const DEADLETTER: &str = "fw.deadletter";
 
 /// Reads `fw.alarms` under `dir` from the beginning; while sent alarms are still missing it
 /// keeps following the log for up to `wait`. First appearances are counted per second of
-/// record time from `start_ms` in `slots` slots (the last one takes the rest). Blocking: run
-/// it off the async threads.
+/// record time from `start_ms` in `slots` slots (the last one takes the rest); the latency
+/// from each alarm's intended time (`device_time_ms`) to its first record's time is kept for
+/// alarms intended at or after `warm_from_ms`. Blocking: run it off the async threads.
 pub fn check(
     dir: &Path,
     sent: &[(u64, u32)],
     wait: Duration,
     start_ms: i64,
     slots: usize,
+    warm_from_ms: i64,
 ) -> anyhow::Result<LogCheck> {
     let slots = slots.max(1);
+    let mut latency = new_histogram();
     let mut per_sec = vec![0u64; slots];
     let mut seen: HashMap<(u64, u32), u32> = sent.iter().map(|&k| (k, 0)).collect();
     let mut reader = LogReader::open(dir, TOPIC, StartAt::Beginning)
@@ -53,6 +56,10 @@ pub fn check(
                         observed += 1;
                         let sec = ((rec.timestamp_ms - start_ms).max(0) / 1000) as usize;
                         per_sec[sec.min(slots - 1)] += 1;
+                        if alarm.device_time_ms >= warm_from_ms {
+                            let ms = (rec.timestamp_ms - alarm.device_time_ms).max(0) as u64;
+                            latency.saturating_record((ms * 1000).max(1));
+                        }
                     }
                     _ => duplicates += 1,
                 }
@@ -70,11 +77,13 @@ pub fn check(
         .collect();
     missing.sort_unstable();
     Ok(LogCheck {
+        source: format!("{TOPIC} in {}", dir.display()),
         records_read,
         alarms_observed: observed,
         alarms_missing: missing.len() as u64,
         duplicates,
         missing_sample: missing.into_iter().take(10).collect(),
+        latency: (!latency.is_empty()).then(|| LatencySummary::of(&latency)),
         observed_per_sec: per_sec,
     })
 }

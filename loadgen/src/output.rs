@@ -1,6 +1,6 @@
 //! The Markdown summary (`--markdown`): tables to paste into BENCHMARKS.md.
 
-use crate::cli::Scenario;
+use crate::cli::{AckMode, Scenario};
 use crate::report::{secs, LatencySummary, Report, SecondRow};
 use std::fmt::Write as _;
 
@@ -20,6 +20,15 @@ pub fn markdown(r: &Report) -> String {
         r.duration_secs
     );
     let _ = writeln!(s, "| setting | value |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| system | {} (ack: {}) |",
+        r.label,
+        match r.ack {
+            AckMode::App => "app-level UplinkAck once durable",
+            AckMode::Puback => "MQTT PUBACK",
+        }
+    );
     let _ = writeln!(s, "| scenario | {} |", r.scenario.name());
     let _ = writeln!(
         s,
@@ -62,7 +71,13 @@ pub fn markdown(r: &Report) -> String {
     let rows: [(&str, u64); 12] = [
         ("heartbeats sent", c.heartbeats_sent),
         ("alarms sent", c.alarms_sent),
-        ("alarms acked durable", c.alarms_acked),
+        (
+            match r.ack {
+                AckMode::App => "alarms acked durable",
+                AckMode::Puback => "alarms acked (PUBACK)",
+            },
+            c.alarms_acked,
+        ),
         ("alarms unacked at end", c.alarms_unacked),
         ("alarms rejected", c.alarms_rejected),
         ("alarm retransmissions", c.retransmissions),
@@ -77,9 +92,13 @@ pub fn markdown(r: &Report) -> String {
         let _ = writeln!(s, "| {k} | {v} |");
     }
     if let Some(l) = &r.log {
-        let _ = writeln!(s, "| fw.alarms: observed | {} |", l.alarms_observed);
-        let _ = writeln!(s, "| fw.alarms: missing | {} |", l.alarms_missing);
-        let _ = writeln!(s, "| fw.alarms: duplicates | {} |", l.duplicates);
+        let _ = writeln!(
+            s,
+            "| output ({}): observed | {} |",
+            l.source, l.alarms_observed
+        );
+        let _ = writeln!(s, "| output: missing | {} |", l.alarms_missing);
+        let _ = writeln!(s, "| output: duplicates | {} |", l.duplicates);
     }
     s.push('\n');
 
@@ -109,6 +128,9 @@ pub fn markdown(r: &Report) -> String {
     }
     lat(&mut s, "heartbeat (to batch ack)", &r.heartbeat_latency);
     lat(&mut s, "batch ack round trip", &r.ack_rtt);
+    if let Some(l) = r.log.as_ref().and_then(|l| l.latency.as_ref()) {
+        lat(&mut s, "alarm to output (ms resolution)", l);
+    }
     s.push('\n');
 
     scenario_section(&mut s, r);
@@ -284,7 +306,7 @@ fn per_second(s: &mut String, rows: &[SecondRow]) {
     let _ = writeln!(
         s,
         "| t (s) | events sent/s | events acked/s | alarms sent/s | alarms acked/s |{} alarm p50 ms | alarm p99 ms | alarm max ms |",
-        if observed { " in fw.alarms/s |" } else { "" }
+        if observed { " on output/s |" } else { "" }
     );
     let _ = writeln!(
         s,

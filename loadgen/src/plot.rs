@@ -1,5 +1,5 @@
 //! The SVG plot (`--plot`): events per second sent and acked, alarms per second sent, acked
-//! and observed in fw.alarms, and alarm latency (p50, p99, max of the alarms intended in
+//! and observed on the output, and alarm latency (p50, p99, max of the alarms intended in
 //! each second), one panel each over the run's seconds. plotters, SVG backend only.
 
 use crate::report::{Report, SecondRow};
@@ -43,7 +43,7 @@ pub fn render_svg(report: &Report) -> anyhow::Result<String> {
             ("alarms acked/s", GREEN, |r| r.alarms_acked as f64),
         ];
         if observed {
-            alarms.push(("alarms in fw.alarms/s", MAGENTA, |r| {
+            alarms.push(("alarms on output/s", MAGENTA, |r| {
                 r.alarms_observed.unwrap_or(0) as f64
             }));
         }

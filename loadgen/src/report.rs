@@ -2,7 +2,7 @@
 //! engine's resource use; printed as a table and optionally written as JSON (and, by
 //! `output`, as Markdown and SVG).
 
-use crate::cli::Scenario;
+use crate::cli::{AckMode, Scenario};
 use crate::scenario::ScenarioInfo;
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -303,9 +303,12 @@ impl LatencySummary {
     }
 }
 
-/// What `fw.alarms` held for the sent alarms.
+/// What the output (`fw.alarms` of the embedded log, an MQTT subscriber or a Kafka topic)
+/// held for the sent alarms.
 #[derive(Debug, Clone, Serialize)]
 pub struct LogCheck {
+    /// What was observed, e.g. "fw.alarms in data/log".
+    pub source: String,
     /// Records read from the topic (including other runs').
     pub records_read: u64,
     /// Sent alarms found at least once.
@@ -316,6 +319,9 @@ pub struct LogCheck {
     pub duplicates: u64,
     /// Up to ten missing (point_id, device_seq).
     pub missing_sample: Vec<(u64, u32)>,
+    /// Intended send time to first appearance on the output (record time in the log,
+    /// arrival at the subscriber or consumer), millisecond resolution, after warmup.
+    pub latency: Option<LatencySummary>,
     /// This run's alarms per second of record time (from the schedule start).
     #[serde(skip)]
     pub observed_per_sec: Vec<u64>,
@@ -339,6 +345,10 @@ pub struct EngineUsage {
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The system under test (`--label`).
+    pub label: String,
+    /// What acknowledged a batch (`--ack`).
+    pub ack: AckMode,
     /// The scenario run.
     pub scenario: Scenario,
     /// Seconds of sending asked for.
@@ -384,7 +394,7 @@ pub struct Report {
     pub ack_rtt: LatencySummary,
     /// Per-second counters and alarm latency.
     pub timeline: Vec<SecondRow>,
-    /// With --log-dir.
+    /// With --log-dir, --observe-mqtt or --kafka-brokers.
     pub log: Option<LogCheck>,
     /// With --engine-pid.
     pub engine: Option<EngineUsage>,
@@ -436,8 +446,8 @@ impl Report {
         if let Some(log) = &self.log {
             if log.alarms_missing > 0 {
                 f.push(format!(
-                    "{} sent alarms are missing from fw.alarms (e.g. {:?})",
-                    log.alarms_missing, log.missing_sample
+                    "{} sent alarms are missing from the output, {} (e.g. {:?})",
+                    log.alarms_missing, log.source, log.missing_sample
                 ));
             }
         }
@@ -474,6 +484,17 @@ impl Report {
         let mut row = |k: &str, v: String| {
             let _ = writeln!(s, "  {k:<28} {v}");
         };
+        row(
+            "system",
+            format!(
+                "{} (ack: {})",
+                self.label,
+                match self.ack {
+                    AckMode::App => "app-level UplinkAck",
+                    AckMode::Puback => "MQTT PUBACK",
+                }
+            ),
+        );
         row(
             "scenario",
             format!(
@@ -575,12 +596,25 @@ impl Report {
         );
         if let Some(log) = &self.log {
             row(
-                "fw.alarms",
+                "output",
                 format!(
-                    "{} observed, {} missing, {} duplicates ({} records read)",
-                    log.alarms_observed, log.alarms_missing, log.duplicates, log.records_read
+                    "{} observed, {} missing, {} duplicates ({} records read; {})",
+                    log.alarms_observed,
+                    log.alarms_missing,
+                    log.duplicates,
+                    log.records_read,
+                    log.source
                 ),
             );
+            if let Some(l) = &log.latency {
+                row(
+                    "alarm to output ms",
+                    format!(
+                        "p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (n={})",
+                        l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms, l.count
+                    ),
+                );
+            }
         }
         let p = &self.plan;
         if self.scenario == Scenario::Storm {

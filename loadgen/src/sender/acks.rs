@@ -5,11 +5,22 @@ use super::{record, AlarmSample, BatchKind, Gateway};
 use crate::link::Ack;
 use crate::scenario::Source;
 use crate::timeline::Field;
-use firewatch_proto::{AckStatus, RejectReason};
+use firewatch_proto::{AckStatus, EventRef, RejectReason, UplinkAck};
 
 impl Gateway {
     pub(super) fn on_ack(&mut self, ack: Ack) {
-        let Ack { received, ack } = ack;
+        let Ack {
+            received,
+            ack,
+            puback,
+        } = ack;
+        let ack = match puback {
+            Some(ordinal) => match self.puback_as_ack(ordinal) {
+                Some(ack) => ack,
+                None => return,
+            },
+            None => ack,
+        };
         self.counters.acks_received += 1;
         let rejected = ack.status == AckStatus::Rejected as i32;
         if ack.batch_seq == 0 && rejected && self.bad_zero_acks_due > 0 {
@@ -109,5 +120,29 @@ impl Gateway {
                 self.timeline().add(received, Field::AlarmsAcked, acked);
             }
         }
+    }
+
+    /// `--ack puback`: the PUBACK of the session's publish `ordinal` as an ack naming every
+    /// alarm of its batch durable (a plain broker has no other verdict).
+    fn puback_as_ack(&mut self, ordinal: u64) -> Option<UplinkAck> {
+        let batch_seq = self.pub_batches.remove(&ordinal)?;
+        let batch = self.inflight.get(&batch_seq)?;
+        let durable = match &batch.kind {
+            BatchKind::Good { alarms, .. } => alarms
+                .iter()
+                .map(|&(point_id, device_seq)| EventRef {
+                    point_id,
+                    device_seq,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Some(UplinkAck {
+            gateway_id: self.plan.id.clone(),
+            batch_seq,
+            status: AckStatus::Accepted as i32,
+            durable,
+            ..UplinkAck::default()
+        })
     }
 }

@@ -127,6 +127,8 @@ impl Gateway {
                 return;
             }
             self.bad_queue.pop_front();
+            // Bad publishes without a batch of their own get an ordinal that names none.
+            self.published(if inflight.is_some() { batch_seq } else { 0 });
             self.timeline().add(now, Field::BadSent, 1);
             let b = &mut self.badc;
             match kind {

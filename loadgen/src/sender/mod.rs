@@ -21,6 +21,7 @@ mod schedule;
 
 pub use bad::OVERSIZE_BYTES;
 
+use crate::cli::AckMode;
 use crate::link::{Link, LinkConfig, LinkState};
 use crate::plan::GatewayPlan;
 use crate::report::{new_histogram, BadCounters, Counters};
@@ -213,6 +214,10 @@ struct Gateway {
     unacked: HashMap<(u64, u32), Unacked>,
     inflight: HashMap<u64, InFlight>,
     batch_seq: u64,
+    /// Successful `try_publish`es of the current session (`--ack puback` ordinals).
+    session_pubs: u64,
+    /// `--ack puback`: publish ordinal of the session -> batch_seq.
+    pub_batches: HashMap<u64, u64>,
     // Results.
     counters: Counters,
     badc: BadCounters,
@@ -364,6 +369,8 @@ impl Gateway {
             unacked: HashMap::new(),
             inflight: HashMap::new(),
             batch_seq: 0,
+            session_pubs: 0,
+            pub_batches: HashMap::new(),
             counters: Counters::default(),
             badc: BadCounters::default(),
             latency: SOURCES.iter().map(|_| new_histogram()).collect(),
@@ -392,6 +399,15 @@ impl Gateway {
     fn wall_ms(&self, at: Instant) -> i64 {
         let off = at.saturating_duration_since(self.sched.start).as_millis() as i64;
         self.sched.wall_start_ms + off
+    }
+
+    /// Counts a successful publish of the session; with `--ack puback`, remembers which
+    /// batch its PUBACK will acknowledge.
+    fn published(&mut self, batch_seq: u64) {
+        self.session_pubs += 1;
+        if self.sched.link.ack == AckMode::Puback {
+            self.pub_batches.insert(self.session_pubs, batch_seq);
+        }
     }
 
     fn timeline(&self) -> &Timeline {

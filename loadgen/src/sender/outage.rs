@@ -67,6 +67,8 @@ impl Gateway {
                     Arc::new(AtomicUsize::new(0)),
                 );
                 *session = Some(Session { link: l, poller: p });
+                self.session_pubs = 0;
+                self.pub_batches.clear();
                 self.phase = Phase::Reconnecting;
             }
             Phase::Reconnecting => {

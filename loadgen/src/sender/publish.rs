@@ -71,6 +71,7 @@ impl Gateway {
                 return;
             }
             self.batch_seq = batch_seq;
+            self.published(batch_seq);
             let fresh = (new_alarms + others + hbs) as u64;
             if fresh > 0 {
                 self.last_publish = Some(now);
