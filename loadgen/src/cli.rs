@@ -71,7 +71,10 @@ impl Scenario {
 /// to the receipt of the first ack that names it (coordinated-omission safe); heartbeat
 /// latency likewise, to the ack of the batch that carried it. Unacked alarms are
 /// retransmitted; the exit code is 1 when any sent alarm was lost (never acked, rejected,
-/// or missing from fw.alarms with --log-dir).
+/// or missing from the output: fw.alarms with --log-dir, or --observe-mqtt / --kafka-brokers).
+///
+/// Against a plain MQTT broker (Mosquitto): --ack puback --observe-mqtt. benches/run.sh runs
+/// the scenarios at fixed sizes against firewatch, Mosquitto and a Mosquitto-to-Kafka bridge.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "loadgen", version)]
 pub struct Args {
