@@ -138,17 +138,22 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
                 kafka::create_topics(&config.kafka)
                     .with_context(|| format!("creating topics on {}", config.kafka.brokers))?;
             }
-            let spool_dir = config.data_dir.join("spool");
-            let spool = EventLog::open(&spool_dir, config.sink.embedded.segment_bytes)
-                .with_context(|| format!("opening spool {}", spool_dir.display()))?;
+            let refused_dir = config.data_dir.join("kafka-refused");
+            let refused = EventLog::open(&refused_dir, config.sink.embedded.segment_bytes)
+                .with_context(|| format!("opening {}", refused_dir.display()))?;
+            let local = kafka::LocalStores {
+                state_log: log,
+                log_dir: log_dir.clone(),
+                refused,
+                spool_dir: config.kafka_spool_dir(),
+            };
             let sink = kafka::KafkaSink::new(
                 &config.kafka,
                 sink_rx,
                 Box::new(links.acks),
                 health.clone(),
                 shards,
-                log,
-                spool,
+                local,
             )?;
             tracing::info!(brokers = %config.kafka.brokers, "kafka sink ready");
             sink_thread.spawn(move || {

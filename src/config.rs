@@ -340,9 +340,47 @@ pub struct KafkaConfig {
     /// Time to wait for the cluster at start (topic creation).
     #[serde(with = "humantime_serde")]
     pub startup_timeout: std::time::Duration,
+    /// Consume station commands from `fw.station-commands` (created as an input topic).
+    pub consume_commands: bool,
+    /// Consumer group of the station-command consumer.
+    pub commands_group: String,
+    /// `[kafka.spool]`: the local outage spool.
+    pub spool: KafkaSpoolConfig,
     /// librdkafka properties passed through (SASL, TLS, tuning); they override the
     /// engine's defaults (docs/kafka.md).
     pub properties: BTreeMap<String, String>,
+}
+
+/// `[kafka.spool]`: records go to a local spool while Kafka is down or slow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSpoolConfig {
+    /// Spool directory; relative paths are under `data_dir`.
+    pub dir: PathBuf,
+    /// Most bytes on disk; when full the engine stops acking (back-pressure).
+    pub max_bytes: u64,
+    /// Segment file size (replayed segments are deleted whole).
+    pub segment_bytes: u64,
+    /// Above this percent of `max_bytes`, `fw.point-status` records are coalesced.
+    pub coalesce_percent: u8,
+    /// Spool once the oldest undelivered record has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// Most replayed records waiting for delivery reports at once.
+    pub replay_window: usize,
+}
+
+impl Default for KafkaSpoolConfig {
+    fn default() -> Self {
+        KafkaSpoolConfig {
+            dir: PathBuf::from("kafka-spool"),
+            max_bytes: 4 << 30,
+            segment_bytes: 64 << 20,
+            coalesce_percent: 80,
+            after: Duration::from_secs(5),
+            replay_window: 50_000,
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -354,6 +392,9 @@ impl Default for KafkaConfig {
             partitions: 12,
             replication_factor: 1,
             startup_timeout: Duration::from_secs(30),
+            consume_commands: true,
+            commands_group: "firewatch-engine".into(),
+            spool: KafkaSpoolConfig::default(),
             properties: BTreeMap::new(),
         }
     }
@@ -585,6 +626,28 @@ impl Config {
                     "partitions and replication_factor must be >= 1",
                 );
             }
+            let sp = &self.kafka.spool;
+            if sp.segment_bytes < 4096 {
+                return bad("kafka.spool.segment_bytes", "must be at least 4096");
+            }
+            if sp.max_bytes < 2 * sp.segment_bytes {
+                return bad(
+                    "kafka.spool.max_bytes",
+                    "must be at least twice kafka.spool.segment_bytes",
+                );
+            }
+            if sp.coalesce_percent == 0 || sp.coalesce_percent > 100 {
+                return bad("kafka.spool.coalesce_percent", "must be 1..=100");
+            }
+            if sp.after.is_zero() {
+                return bad("kafka.spool.after", "must be > 0");
+            }
+            if sp.replay_window == 0 {
+                return bad("kafka.spool.replay_window", "must be > 0");
+            }
+            if self.kafka.consume_commands && self.kafka.commands_group.trim().is_empty() {
+                return bad("kafka.commands_group", "must not be empty");
+            }
         }
         if self.sink.embedded.max_batch_records == 0 {
             return bad("sink.embedded.max_batch_records", "must be > 0");
@@ -595,6 +658,11 @@ impl Config {
     /// Where shards keep their snapshots.
     pub fn state_dir(&self) -> PathBuf {
         self.data_dir.join("state")
+    }
+
+    /// The Kafka outage spool directory, resolved against `data_dir`.
+    pub fn kafka_spool_dir(&self) -> PathBuf {
+        self.data_dir.join(&self.kafka.spool.dir)
     }
 
     /// The embedded log directory, resolved against `data_dir`.
@@ -692,5 +760,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pipeline.shards"), "{e}");
+        let e = load_str(
+            "[sink]\nkind = \"kafka\"\n[kafka.spool]\ncoalesce_percent = 0\n",
+            vec![],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("kafka.spool.coalesce_percent"), "{e}");
+        let e = load_str("[kafka.spool]\nmax_byte = 1\n", vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_byte"), "{e}");
     }
 }

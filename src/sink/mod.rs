@@ -8,6 +8,7 @@
 pub mod acks;
 pub mod embedded;
 pub mod kafka;
+pub mod spool;
 
 use crate::telemetry::names;
 use bytes::Bytes;

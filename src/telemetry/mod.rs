@@ -57,17 +57,28 @@ pub fn prometheus() -> PrometheusHandle {
 #[derive(Default, Clone)]
 pub struct Health {
     ready: Arc<AtomicBool>,
+    degraded: Arc<AtomicBool>,
 }
 
 impl Health {
-    /// Sets readiness.
+    /// Sets readiness (the engine's lifecycle and the embedded log).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Current readiness.
+    /// Marks the output path degraded (Kafka spooling or replaying): not ready meanwhile.
+    pub fn set_degraded(&self, degraded: bool) {
+        self.degraded.store(degraded, Ordering::SeqCst);
+    }
+
+    /// Whether the output path is degraded.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::SeqCst)
+    }
+
+    /// Ready: started, not stopping, and not degraded.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && !self.is_degraded()
     }
 }
 

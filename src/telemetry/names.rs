@@ -17,6 +17,8 @@ pub const INGEST_LOST_MESSAGES_TOTAL: &str = "firewatch_ingest_lost_messages_tot
 pub const INGEST_RECEIVED_BYTES_TOTAL: &str = "firewatch_ingest_received_bytes_total";
 /// Station commands accepted for routing.
 pub const INGEST_COMMANDS_TOTAL: &str = "firewatch_ingest_commands_total";
+/// Station commands read from Kafka `fw.station-commands`, by `result` (applied|rejected).
+pub const INGEST_KAFKA_COMMANDS_TOTAL: &str = "firewatch_ingest_kafka_commands_total";
 /// Gateway status (LWT) messages, by `status`.
 pub const INGEST_GATEWAY_STATUS_TOTAL: &str = "firewatch_ingest_gateway_status_total";
 
@@ -43,8 +45,23 @@ pub const SINK_ERRORS_TOTAL: &str = "firewatch_sink_errors_total";
 pub const SINK_QUEUE_DEPTH: &str = "firewatch_sink_queue_depth";
 /// Kafka sink groups (sink messages) waiting for delivery reports.
 pub const SINK_KAFKA_PENDING_GROUPS: &str = "firewatch_sink_kafka_pending_groups";
-/// Records Kafka refused for good and the sink kept in the local spool.
+/// Records written to the Kafka outage spool.
 pub const SINK_SPOOLED_RECORDS_TOTAL: &str = "firewatch_sink_spooled_records_total";
+/// Spooled records replayed to Kafka (delivery confirmed).
+pub const SINK_SPOOL_REPLAYED_RECORDS_TOTAL: &str = "firewatch_sink_spool_replayed_records_total";
+/// `fw.point-status` records coalesced in memory because the spool was near its bound.
+pub const SINK_SPOOL_COALESCED_RECORDS_TOTAL: &str = "firewatch_sink_spool_coalesced_records_total";
+/// Kafka sink state: 0 direct, 1 spooling, 2 replaying, 3 spool full (acks held).
+pub const SINK_SPOOL_STATE: &str = "firewatch_sink_spool_state";
+/// Records in the spool not yet delivered.
+pub const SINK_SPOOL_DEPTH_RECORDS: &str = "firewatch_sink_spool_depth_records";
+/// Bytes of spool segment files on disk.
+pub const SINK_SPOOL_DEPTH_BYTES: &str = "firewatch_sink_spool_depth_bytes";
+/// Age of the oldest spooled record not yet delivered (0 when empty).
+pub const SINK_SPOOL_OLDEST_AGE_SECONDS: &str = "firewatch_sink_spool_oldest_age_seconds";
+/// Records Kafka refused for good (kept locally, reported on `fw.deadletter`), by `topic`
+/// and `reason`.
+pub const SINK_REFUSED_RECORDS_TOTAL: &str = "firewatch_sink_refused_records_total";
 /// Final Kafka delivery errors.
 pub const SINK_DELIVERY_ERRORS_TOTAL: &str = "firewatch_sink_delivery_errors_total";
 /// Uplink acks published, by `status`.
