@@ -1,10 +1,11 @@
 //! Wiring and lifecycle: start order, the ingest thread, and shutdown order.
 //!
 //! Start: registry → credentials → embedded log (recovery) → sink thread → shard threads →
-//! broker router and links → ingest thread → MQTT listeners → HTTP → ready.
+//! broker router and links → Kafka command consumer (kafka sink only) → ingest thread →
+//! MQTT listeners → HTTP → ready.
 //! Stop: not ready → MQTT listeners and connections dropped (no new input) → ingest drains
-//! what the broker already holds → shard lanes close and drain → sink drains, fsyncs and
-//! returns the log → exit.
+//! what the broker already holds → command consumer stops (drops its lane senders) → shard
+//! lanes close and drain → sink drains, fsyncs (Kafka: delivers or spools) → exit.
 
 use crate::auth::Credentials;
 use crate::config::Config;
@@ -38,6 +39,8 @@ pub struct Engine {
     stop_ingest: Arc<AtomicBool>,
     presence: Arc<guard::Presence>,
     ingest: Option<JoinHandle<()>>,
+    stop_commands: Arc<AtomicBool>,
+    commands: Option<JoinHandle<()>>,
     shards: Vec<JoinHandle<()>>,
     sink: Option<JoinHandle<()>>,
 }
@@ -193,6 +196,25 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         );
     }
 
+    // The Kafka station-command consumer feeds the shards' alarm lanes directly.
+    let stop_commands = Arc::new(AtomicBool::new(false));
+    let commands = if config.sink.kind == SinkKind::Kafka && config.kafka.consume_commands {
+        let consumer = kafka::commands::CommandConsumer::new(
+            &config.kafka,
+            &registry,
+            router.priority_senders(),
+            deadletter.clone(),
+            stop_commands.clone(),
+        )?;
+        Some(
+            std::thread::Builder::new()
+                .name("firewatch-commands".into())
+                .spawn(move || consumer.run())?,
+        )
+    } else {
+        None
+    };
+
     let ingest = Ingest::new(
         registry.clone(),
         router,
@@ -237,6 +259,8 @@ pub fn start(config: Config) -> anyhow::Result<Engine> {
         stop_ingest,
         presence,
         ingest: Some(ingest),
+        stop_commands,
+        commands,
         shards: shard_threads,
         sink: Some(sink),
     })
@@ -311,6 +335,12 @@ impl Engine {
         if let Some(h) = self.ingest.take() {
             h.join()
                 .map_err(|_| anyhow::anyhow!("ingest thread panicked"))?;
+        }
+        // The command consumer holds lane senders: it must go before the shards can stop.
+        self.stop_commands.store(true, Ordering::SeqCst);
+        if let Some(h) = self.commands.take() {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("command consumer thread panicked"))?;
         }
         for h in self.shards.drain(..) {
             h.join()

@@ -182,6 +182,12 @@ impl Router {
             .map(|p| (p.shard as usize, p.local))
     }
 
+    /// Senders of every shard's alarm lane, by shard (for the Kafka station-command
+    /// consumer); a holder keeps the lanes open, so it must drop them before shards stop.
+    pub fn priority_senders(&self) -> Vec<Sender<ShardMsg>> {
+        self.lanes.iter().map(|l| l.alarm.clone()).collect()
+    }
+
     /// Sends a message to a shard's alarm lane (blocking: commands and presence are never shed).
     pub fn send_priority(&self, shard: usize, msg: ShardMsg) {
         if let Some(l) = self.lanes.get(shard) {

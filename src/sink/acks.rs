@@ -88,6 +88,10 @@ impl AckReleaser {
             if !a.complete_part() {
                 continue;
             }
+            if let Some(n) = &a.notify {
+                let _ = n.send(());
+                continue;
+            }
             self.hist[h][usize::from(!a.has_alarm)].record(now - a.received);
             self.publish_ack(&a, now_ms);
         }

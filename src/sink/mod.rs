@@ -126,6 +126,9 @@ pub struct BatchAck {
     pub late_rejected: Mutex<Vec<RejectedEvent>>,
     /// The batch came as JSON: ack as JSON on `…/ack/json`.
     pub json: bool,
+    /// Instead of publishing an `UplinkAck`, signal here once durable (a barrier behind a
+    /// Kafka station command: its records are durable when this fires).
+    pub notify: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl BatchAck {
@@ -150,6 +153,7 @@ impl BatchAck {
             has_alarm,
             late_rejected: Mutex::new(Vec::new()),
             json: false,
+            notify: None,
         }
     }
 

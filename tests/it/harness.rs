@@ -269,14 +269,18 @@ pub fn batch(gw: &str, seq: u64, events: Vec<PointEvent>) -> UplinkBatch {
 /// GET a path from the engine's HTTP port.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
+    // A connection refused or reset (an engine starting or stopping) reads as code 0.
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let mut out = String::new();
+    let sent = write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
+    );
+    if sent.is_err() || s.read_to_string(&mut out).is_err() {
+        return (0, String::new());
+    }
     let code = out
         .split_whitespace()
         .nth(1)

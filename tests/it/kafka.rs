@@ -107,6 +107,21 @@ fn kafka_sink_delivers_keyed_protobuf_records_with_headers_before_acking() {
     fx.config.kafka.brokers = broker.addr.clone();
     fx.config.kafka.partitions = 3;
     let engine = fx.start();
+    // The engine created its output topics and the station-command input topic.
+    let admin: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .create()
+        .unwrap();
+    let md = admin.fetch_metadata(None, Duration::from_secs(10)).unwrap();
+    let have: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    for t in [
+        "fw.alarms",
+        "fw.point-status",
+        "fw.deadletter",
+        "fw.station-commands",
+    ] {
+        assert!(have.contains(&t), "{t} not created: {have:?}");
+    }
     let (gw, points) = fx.gateway(0);
     let (_, info) = fx.registry.lookup(points[0]).unwrap();
     let info = *info;

@@ -21,7 +21,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-const PARTITIONS: i32 = 3;
+pub const PARTITIONS: i32 = 3;
 
 fn outage() -> Duration {
     let secs = std::env::var("FIREWATCH_TEST_OUTAGE_SECS")
@@ -33,7 +33,7 @@ fn outage() -> Duration {
 
 /// A one-broker mock cluster with the engine's topics (the mock has no CreateTopics API,
 /// so the engine's own topic creation is tested against tansu in `kafka.rs`).
-fn mock() -> MockCluster<'static, DefaultProducerContext> {
+pub fn mock() -> MockCluster<'static, DefaultProducerContext> {
     let m = MockCluster::new(1).expect("librdkafka mock cluster");
     for t in firewatch::sink::Topic::ALL {
         m.create_topic(t.name(), PARTITIONS, 1).unwrap();
@@ -205,7 +205,7 @@ fn metrics(fx: &Fixture) -> String {
     http_get(fx.config.http.listen, "/metrics").1
 }
 
-fn kafka_fixture(brokers: &str) -> Fixture {
+pub fn kafka_fixture(brokers: &str) -> Fixture {
     let mut fx = Fixture::new(400);
     fx.config.sink.kind = SinkKind::Kafka;
     fx.config.kafka.brokers = brokers.to_string();

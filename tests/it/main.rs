@@ -5,6 +5,7 @@ mod harness;
 mod ingest;
 mod invariants;
 mod kafka;
+mod kafka_commands;
 mod kafka_faults;
 mod loadgen;
 mod rejects;

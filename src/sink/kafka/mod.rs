@@ -7,6 +7,7 @@
 //! slow, and its gateway acks are released once every record of the group is durable
 //! (delivery report, or spool fsync). docs/kafka.md describes the whole behaviour.
 
+pub mod commands;
 pub mod sink;
 pub mod wal;
 
