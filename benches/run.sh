@@ -191,12 +191,15 @@ COMMIT=$COMMIT$DIRTY
 MOSQ_VERSION=$MOSQ_VERSION
 TANSU_VERSION=$TANSU_VERSION
 LABEL=$LABEL
+LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 EOF
 log "size $SIZE: $POINTS points, ${DURATION} s; $NPROC cores ($CPU_MODEL); results in $OUT"
 
 # --- build and registry ------------------------------------------------------------------
-if [ "${NO_BUILD:-0}" != 1 ]; then
-    note "cargo build --release --bin firewatch -p loadgen"
+if [ "${NO_BUILD:-0}" = 1 ]; then
+    note "# NO_BUILD=1: the binaries of an earlier cargo build --release --bin firewatch; cargo build --release -p loadgen"
+else
+    note "cargo build --release --bin firewatch && cargo build --release -p loadgen"
     timeout 3600 cargo build --release --bin firewatch
     timeout 3600 cargo build --release -p loadgen
 fi
@@ -392,6 +395,7 @@ else
 fi
 
 # --- BENCHMARKS.md -----------------------------------------------------------------------
+echo "LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.env"
 if [ "$BENCH_MD" != "-" ]; then
     python3 - "$OUT" "$BENCH_MD" <<'PY'
 """Writes BENCHMARKS.md from the loadgen JSON reports of a benches/run.sh result directory."""
@@ -473,6 +477,10 @@ L.append(f"| kernel | {env.get('KERNEL')} |")
 L.append(f"| date | {env.get('DATE')} |")
 L.append(f"| commit | {env.get('COMMIT')} |")
 L.append(f"| size | {env.get('SIZE')} |")
+L.append(
+    f"| load average (1, 5, 15 min) | {env.get('LOADAVG_START', '-')} at the start,"
+    f" {env.get('LOADAVG_END', '-')} at the end (anything else running shares the cores) |"
+)
 L.append(f"| peers | {env.get('MOSQ_VERSION')}; {env.get('TANSU_VERSION')} |\n")
 
 L.append("## What each side did\n")
@@ -481,12 +489,15 @@ L.append(
     " the registry, deduplicates, runs the pipeline (incidents, supervision), appends to the"
     " embedded log and fdatasyncs it (`sink.embedded.fsync = batch`), then publishes the"
     " application-level `UplinkAck` naming the durable alarms. Ack latency = intended send"
-    " time to that ack. Output = the alarm's record in `fw.alarms` (record time)."
+    " time to that ack. Output = the alarm's record in `fw.alarms`; its record time is when"
+    " the shard processed it, before the append and fsync, so \"to log\" is shorter than"
+    " the ack latency and not a durability point."
 )
 L.append(
     "- **firewatch+kafka**: the same, but the records go to Kafka (tansu, memory storage)"
     " and the ack waits for Kafka's delivery reports (acks=all); fw.alarms is also fsync'd"
-    " locally. Output = a consumer receiving the record on `fw.alarms`."
+    " locally. Output = a consumer (librdkafka, fetch.wait.max.ms=10) receiving the record on"
+    " `fw.alarms`."
 )
 L.append(
     "- **mosquitto**: an in-memory forward, no persistence (`persistence false`), no"
@@ -630,6 +641,17 @@ compare(
     " reaches Kafka. Output = the consumer receiving the alarm. Cores and RSS: the engine"
     " process / the bridge process (Mosquitto and tansu not counted on either side).",
 )
+
+broken = sorted(
+    n[:-3] for n in os.listdir(os.path.join(out, "reports"))
+    if n.endswith(".rc") and n[:-3] not in runs
+)
+if broken:
+    L.append("## Runs without a report\n")
+    for n in broken:
+        L.append(f"- `{n}`: loadgen exited {rc(n)} without writing its report (see"
+                 f" `$OUT/logs/loadgen-{n}.log`; 124/137 = killed by the time limit or a signal).")
+    L.append("")
 
 L.append("## Commands\n")
 L.append("The whole run: `SIZE=" + env.get("SIZE", "small") + " benches/run.sh`. It ran:\n")

@@ -319,8 +319,9 @@ pub struct LogCheck {
     pub duplicates: u64,
     /// Up to ten missing (point_id, device_seq).
     pub missing_sample: Vec<(u64, u32)>,
-    /// Intended send time to first appearance on the output (record time in the log,
-    /// arrival at the subscriber or consumer), millisecond resolution, after warmup.
+    /// Intended send time to first appearance on the output (the record time in the log,
+    /// which is the shard's processing time, before append and fsync; arrival at the
+    /// subscriber or consumer), millisecond resolution, after warmup.
     pub latency: Option<LatencySummary>,
     /// This run's alarms per second of record time (from the schedule start).
     #[serde(skip)]
