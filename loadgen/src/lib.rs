@@ -162,6 +162,7 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         Some(url) => Some(metrics::MetricsProbe::start(url, start).await?),
         None => None,
     };
+    let hists = Arc::new(sender::hists::RunHists::new());
     let sched = Arc::new(Schedule {
         start,
         wall_start_ms,
@@ -179,6 +180,7 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         // is not deduplicated against the previous run's (point_id, device_seq) pairs.
         seq_base: (firewatch::clock::unix_ms() / 10) as u32,
         timeline: timeline.clone(),
+        hists: hists.clone(),
         link: cfg.clone(),
     });
     let bad_ids: HashSet<String> = plans
@@ -221,9 +223,12 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
     // Summaries.
     let mut counters = Counters::default();
     let mut badc = BadCounters::default();
-    let mut by_source: Vec<_> = SOURCES.iter().map(|_| new_histogram()).collect();
-    let mut hb_latency = new_histogram();
-    let mut rtt = new_histogram();
+    // Every sender has finished (and so flushed its recorder): the run's histograms.
+    let mut all = hists.snapshot();
+    let transit = all.pop().context("transit histogram")?;
+    let rtt = all.pop().context("rtt histogram")?;
+    let hb_latency = all.pop().context("heartbeat histogram")?;
+    let by_source = all;
     let mut sent_alarms = Vec::new();
     let mut samples: Vec<AlarmSample> = Vec::new();
     let mut last_publish: Option<Instant> = None;
@@ -235,13 +240,6 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
     for r in &results {
         counters.add(&r.counters);
         badc.add(&r.bad);
-        for (h, rh) in by_source.iter_mut().zip(&r.latency) {
-            h.add(rh).context("merging latency histograms")?;
-        }
-        hb_latency
-            .add(&r.hb_latency)
-            .context("merging heartbeat histograms")?;
-        rtt.add(&r.rtt).context("merging rtt histograms")?;
         sent_alarms.extend_from_slice(&r.sent_alarms);
         samples.extend_from_slice(&r.samples);
         last_publish = last_publish.max(r.last_publish);
@@ -367,6 +365,7 @@ pub async fn run(args: Args, stop: Arc<AtomicBool>) -> anyhow::Result<Report> {
         alarm_latency_by_source,
         heartbeat_latency: LatencySummary::of(&hb_latency),
         ack_rtt: LatencySummary::of(&rtt),
+        ack_transit: LatencySummary::of(&transit),
         timeline: timeline_rows,
         log,
         engine,

@@ -128,6 +128,13 @@ pub fn markdown(r: &Report) -> String {
     }
     lat(&mut s, "heartbeat (to batch ack)", &r.heartbeat_latency);
     lat(&mut s, "batch ack round trip", &r.ack_rtt);
+    if r.ack_transit.count > 0 {
+        lat(
+            &mut s,
+            "ack transit (engine stamp to receipt)",
+            &r.ack_transit,
+        );
+    }
     if let Some(l) = r.log.as_ref().and_then(|l| l.latency.as_ref()) {
         lat(&mut s, "alarm to output (ms resolution)", l);
     }

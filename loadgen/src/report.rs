@@ -393,6 +393,10 @@ pub struct Report {
     pub heartbeat_latency: LatencySummary,
     /// Batch publish to ack receipt.
     pub ack_rtt: LatencySummary,
+    /// The engine's ack stamp (`acked_at_ms`, taken when the ack is handed to the broker)
+    /// to its receipt at the gateway: the broker's outbound share of the round trip
+    /// (wall clock, ms resolution; loadgen and engine on one machine).
+    pub ack_transit: LatencySummary,
     /// Per-second counters and alarm latency.
     pub timeline: Vec<SecondRow>,
     /// With --log-dir, --observe-mqtt or --kafka-brokers.
@@ -588,6 +592,16 @@ impl Report {
                 r.p50_ms, r.p99_ms, r.max_ms, r.count
             ),
         );
+        let t = &self.ack_transit;
+        if t.count > 0 {
+            row(
+                "ack transit ms",
+                format!(
+                    "p50 {:.2}  p99 {:.2}  max {:.2}  (engine ack stamp to receipt, n={})",
+                    t.p50_ms, t.p99_ms, t.max_ms, t.count
+                ),
+            );
+        }
         row(
             "send rate events/s",
             format!(

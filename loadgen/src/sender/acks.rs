@@ -1,11 +1,12 @@
 //! Ack bookkeeping: durable alarms leave the unacked store and go into the latency
 //! histograms; rejected batches and events, bad-input verdicts.
 
-use super::{record, AlarmSample, BatchKind, Gateway};
+use super::{hists, AlarmSample, BatchKind, Gateway};
 use crate::link::Ack;
 use crate::scenario::Source;
 use crate::timeline::Field;
 use firewatch_proto::{AckStatus, EventRef, RejectReason, UplinkAck};
+use std::time::Duration;
 
 impl Gateway {
     pub(super) fn on_ack(&mut self, ack: Ack) {
@@ -22,6 +23,11 @@ impl Gateway {
             None => ack,
         };
         self.counters.acks_received += 1;
+        if ack.acked_at_ms > 0 {
+            let transit = firewatch::clock::unix_ms().saturating_sub(ack.acked_at_ms);
+            self.hists
+                .record(hists::TRANSIT, Duration::from_millis(transit.max(0) as u64));
+        }
         let rejected = ack.status == AckStatus::Rejected as i32;
         if ack.batch_seq == 0 && rejected && self.bad_zero_acks_due > 0 {
             let reason = RejectReason::try_from(ack.reason).unwrap_or_default();
@@ -77,16 +83,15 @@ impl Gateway {
                     }
                     return;
                 }
-                record(
-                    &mut self.rtt,
-                    received.saturating_duration_since(batch.sent),
-                );
+                self.hists
+                    .record(hists::RTT, received.saturating_duration_since(batch.sent));
                 self.counters.events_acked += batch.events;
                 self.timeline()
                     .add(received, Field::EventsAcked, batch.events);
                 for at in hb_intended {
                     if at >= self.warm_from {
-                        record(&mut self.hb_latency, received.saturating_duration_since(at));
+                        self.hists
+                            .record(hists::HEARTBEAT, received.saturating_duration_since(at));
                     }
                 }
                 for r in &ack.rejected {
@@ -100,7 +105,7 @@ impl Gateway {
                     if let Some(u) = self.unacked.remove(&(d.point_id, d.device_seq)) {
                         let lat = received.saturating_duration_since(u.intended);
                         if u.intended >= self.warm_from {
-                            record(&mut self.latency[u.source as usize], lat);
+                            self.hists.record(u.source as usize, lat);
                         }
                         if u.source == Source::Nuisance {
                             self.nuisance_acked += 1;

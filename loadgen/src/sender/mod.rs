@@ -15,6 +15,7 @@
 
 mod acks;
 mod bad;
+pub mod hists;
 mod outage;
 mod publish;
 mod schedule;
@@ -24,12 +25,11 @@ pub use bad::OVERSIZE_BYTES;
 use crate::cli::AckMode;
 use crate::link::{Link, LinkConfig, LinkState};
 use crate::plan::GatewayPlan;
-use crate::report::{new_histogram, BadCounters, Counters};
-use crate::scenario::{BadTarget, GatewayExtras, Scripted, Source, SOURCES};
+use crate::report::{BadCounters, Counters};
+use crate::scenario::{BadTarget, GatewayExtras, Scripted, Source};
 use crate::timeline::Timeline;
 use bad::BadKind;
 use firewatch_proto::PointEvent;
-use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -70,6 +70,8 @@ pub struct Schedule {
     pub seq_base: u32,
     /// Per-second counters of the run.
     pub timeline: Arc<Timeline>,
+    /// Latency histograms of the whole run.
+    pub hists: Arc<hists::RunHists>,
     /// Where reconnecting gateways connect.
     pub link: LinkConfig,
 }
@@ -100,12 +102,6 @@ pub struct GatewayResult {
     pub counters: Counters,
     /// Bad input counters.
     pub bad: BadCounters,
-    /// Alarm latency per [`Source`] (index), µs from intended send time to first ack.
-    pub latency: Vec<Histogram<u64>>,
-    /// Heartbeat latency, µs from intended send time to the ack of its batch.
-    pub hb_latency: Histogram<u64>,
-    /// Batch ack round trip, µs from publish to ack receipt.
-    pub rtt: Histogram<u64>,
     /// Every acked alarm (warmup included).
     pub samples: Vec<AlarmSample>,
     /// Every alarm sent, as (point_id, device_seq).
@@ -221,9 +217,9 @@ struct Gateway {
     // Results.
     counters: Counters,
     badc: BadCounters,
-    latency: Vec<Histogram<u64>>,
-    hb_latency: Histogram<u64>,
-    rtt: Histogram<u64>,
+    /// Alarm latency per source, heartbeat latency and ack round trip, merged into the
+    /// run's histograms ([`hists`]).
+    hists: hists::Recorder,
     samples: Vec<AlarmSample>,
     sent_alarms: Vec<(u64, u32)>,
     nuisance_sent: u64,
@@ -373,9 +369,7 @@ impl Gateway {
             pub_batches: HashMap::new(),
             counters: Counters::default(),
             badc: BadCounters::default(),
-            latency: SOURCES.iter().map(|_| new_histogram()).collect(),
-            hb_latency: new_histogram(),
-            rtt: new_histogram(),
+            hists: hists::Recorder::new(sched.hists.clone()),
             samples: Vec::new(),
             sent_alarms: Vec::new(),
             nuisance_sent: 0,
@@ -452,9 +446,6 @@ impl Gateway {
         GatewayResult {
             counters: self.counters,
             bad: self.badc,
-            latency: self.latency,
-            hb_latency: self.hb_latency,
-            rtt: self.rtt,
             samples: self.samples,
             sent_alarms: self.sent_alarms,
             nuisance_sent: self.nuisance_sent,
@@ -468,8 +459,4 @@ impl Gateway {
             poller: None,
         }
     }
-}
-
-fn record(h: &mut Histogram<u64>, d: Duration) {
-    h.saturating_record(d.as_micros().min(u128::from(u64::MAX)) as u64);
 }

@@ -98,7 +98,34 @@ impl<'a> LinkBuilder<'a> {
         self
     }
 
+    /// firewatch patch: [`Self::build`] without blocking the calling thread. Remote links
+    /// are built inside tokio tasks; upstream's blocking router round trip there parked a
+    /// whole runtime worker per connecting client, and with thousands of gateways
+    /// (re)connecting at once every worker sat in it while no socket was served.
+    pub async fn build_async(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (event, router_tx, link_rx, outgoing, incoming) = self.connect_event();
+        router_tx.send_async((0, event)).await?;
+        link_rx.recv_async().await?;
+        Self::connected(router_tx, link_rx, outgoing, incoming)
+    }
+
     pub fn build(self) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        let (event, router_tx, link_rx, outgoing, incoming) = self.connect_event();
+        router_tx.send((0, event))?;
+        link_rx.recv()?;
+        Self::connected(router_tx, link_rx, outgoing, incoming)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn connect_event(
+        self,
+    ) -> (
+        Event,
+        Sender<(ConnectionId, Event)>,
+        Receiver<()>,
+        Arc<Mutex<VecDeque<Notification>>>,
+        Arc<Mutex<VecDeque<Packet>>>,
+    ) {
         // Connect to router
         // Local connections to the router shall have access to all subscriptions
         let mut connection = Connection::new(
@@ -121,11 +148,26 @@ impl<'a> LinkBuilder<'a> {
             incoming,
             outgoing,
         };
+        (
+            event,
+            self.router_tx,
+            link_rx,
+            outgoing_data_buffer,
+            incoming_data_buffer,
+        )
+    }
 
-        self.router_tx.send((0, event))?;
-
-        link_rx.recv()?;
-        let notification = outgoing_data_buffer.lock().pop_front().unwrap();
+    fn connected(
+        router_tx: Sender<(ConnectionId, Event)>,
+        link_rx: Receiver<()>,
+        outgoing_data_buffer: Arc<Mutex<VecDeque<Notification>>>,
+        incoming_data_buffer: Arc<Mutex<VecDeque<Packet>>>,
+    ) -> Result<(LinkTx, LinkRx, Notification), LinkError> {
+        // firewatch patch: no unwrap (upstream panicked on an empty buffer).
+        let notification = outgoing_data_buffer
+            .lock()
+            .pop_front()
+            .ok_or(LinkError::NotConnectionAck)?;
 
         // Right now link identifies failure with dropped rx in router,
         // which is probably ok. We need this here to get id assigned by router
@@ -134,8 +176,8 @@ impl<'a> LinkBuilder<'a> {
             _message => return Err(LinkError::NotConnectionAck),
         };
 
-        let tx = LinkTx::new(id, self.router_tx.clone(), incoming_data_buffer);
-        let rx = LinkRx::new(id, self.router_tx, link_rx, outgoing_data_buffer);
+        let tx = LinkTx::new(id, router_tx.clone(), incoming_data_buffer);
+        let rx = LinkRx::new(id, router_tx, link_rx, outgoing_data_buffer);
         Ok((tx, rx, notification))
     }
 }
@@ -336,7 +378,9 @@ impl LinkRx {
             router_tx,
             router_rx,
             send_buffer: outgoing_data_buffer,
-            cache: VecDeque::with_capacity(100),
+            // firewatch patch: grow on demand (upstream reserved 100 notifications, ~25 KB,
+            // per connection).
+            cache: VecDeque::with_capacity(8),
         }
     }
 

@@ -16,6 +16,8 @@ use crate::{
 use super::{Forward, IncomingMeter, OutgoingMeter};
 
 const MAX_INFLIGHT: usize = 100;
+/// firewatch patch: initial capacity of a connection's packet and notification buffers.
+const INITIAL_BUFFER: usize = 8;
 const MAX_PKID: u16 = MAX_INFLIGHT as u16;
 
 #[derive(Debug)]
@@ -32,7 +34,9 @@ impl Incoming {
     #[inline]
     pub(crate) fn new(client_id: String) -> Self {
         Self {
-            buffer: Arc::new(Mutex::new(VecDeque::with_capacity(MAX_CHANNEL_CAPACITY))),
+            // firewatch patch: grow on demand (upstream reserved MAX_CHANNEL_CAPACITY
+            // packets, ~78 KB, per connection up front).
+            buffer: Arc::new(Mutex::new(VecDeque::with_capacity(INITIAL_BUFFER))),
             meter: Default::default(),
             client_id,
         }
@@ -72,13 +76,13 @@ impl Outgoing {
     #[inline]
     pub(crate) fn new(client_id: String) -> (Self, Receiver<()>) {
         let (handle, rx) = flume::bounded(MAX_CHANNEL_CAPACITY);
-        let data_buffer = VecDeque::with_capacity(MAX_CHANNEL_CAPACITY);
+        // firewatch patch: grow on demand (upstream: MAX_CHANNEL_CAPACITY, ~50 KB).
+        let data_buffer = VecDeque::with_capacity(INITIAL_BUFFER);
         let inflight_buffer = VecDeque::with_capacity(MAX_INFLIGHT);
         let unacked_pubrels = VecDeque::with_capacity(MAX_INFLIGHT);
 
         // Ensure that there won't be any new allocations
         assert!(MAX_INFLIGHT <= inflight_buffer.capacity());
-        assert!(MAX_CHANNEL_CAPACITY <= data_buffer.capacity());
 
         let outgoing = Self {
             client_id,

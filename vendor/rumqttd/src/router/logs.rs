@@ -58,15 +58,24 @@ pub struct DataLog {
     pub native: Slab<Data<PublishData>>,
     /// Map of subscription filter name to filter index
     filter_indexes: HashMap<Filter, FilterIdx>,
+    /// firewatch patch: the filters with a `+` or `#`, the only ones a topic can match
+    /// without being equal to them (keeps matching O(wildcards), not O(filters))
+    wildcard_filters: Vec<(Filter, FilterIdx)>,
     retained_publishes: HashMap<Topic, PublishData>,
     /// List of filters associated with a topic
     publish_filters: HashMap<Topic, Vec<FilterIdx>>,
+}
+
+/// firewatch patch: whether a filter has a wildcard level.
+fn is_wildcard(filter: &str) -> bool {
+    filter.split('/').any(|level| level == "+" || level == "#")
 }
 
 impl DataLog {
     pub fn new(config: RouterConfig) -> io::Result<DataLog> {
         let mut native = Slab::new();
         let mut filter_indexes = HashMap::new();
+        let mut wildcard_filters = Vec::new();
         let retained_publishes = HashMap::new();
         let publish_filters = HashMap::new();
 
@@ -77,6 +86,9 @@ impl DataLog {
                 // Add commitlog to datalog and add datalog index to filter to
                 // datalog index map
                 let idx = native.insert(data);
+                if is_wildcard(&filter) {
+                    wildcard_filters.push((filter.clone(), idx));
+                }
                 filter_indexes.insert(filter, idx);
             }
         }
@@ -86,6 +98,7 @@ impl DataLog {
             native,
             publish_filters,
             filter_indexes,
+            wildcard_filters,
             retained_publishes,
         })
     }
@@ -128,12 +141,23 @@ impl DataLog {
         match &self.publish_filters.get(topic) {
             Some(v) => Some(v.to_vec()),
             None => {
-                let v: Vec<usize> = self
-                    .filter_indexes
-                    .iter()
-                    .filter(|(filter, _)| matches(topic, filter))
-                    .map(|(_, filter_idx)| *filter_idx)
-                    .collect();
+                // firewatch patch: a topic matches a filter without wildcards only when
+                // equal to it (and never when it starts with '$', as `matches` says), so
+                // look that one up and scan only the wildcard filters. Upstream scanned
+                // every filter, which with one ack filter per gateway made each new topic
+                // cost O(gateways) and 10,000 connecting gateways O(n^2) router time.
+                let mut v: Vec<usize> = Vec::new();
+                if !topic.starts_with('$') {
+                    if let Some(idx) = self.filter_indexes.get(topic) {
+                        v.push(*idx);
+                    }
+                }
+                v.extend(
+                    self.wildcard_filters
+                        .iter()
+                        .filter(|(filter, _)| matches(topic, filter))
+                        .map(|(_, filter_idx)| *filter_idx),
+                );
 
                 if !v.is_empty() {
                     self.publish_filters.insert(topic.to_owned(), v.clone());
@@ -159,8 +183,16 @@ impl DataLog {
                 self.filter_indexes.insert(filter.to_owned(), idx);
 
                 // Match new filter to existing topics and add to publish_filters if it matches
-                for (topic, filters) in publish_filters.iter_mut() {
-                    if matches(topic, filter) {
+                if is_wildcard(filter) {
+                    self.wildcard_filters.push((filter.to_owned(), idx));
+                    for (topic, filters) in publish_filters.iter_mut() {
+                        if matches(topic, filter) {
+                            filters.push(idx);
+                        }
+                    }
+                } else if !filter.starts_with('$') {
+                    // firewatch patch: a plain filter matches only the equal topic.
+                    if let Some(filters) = publish_filters.get_mut(filter) {
                         filters.push(idx);
                     }
                 }
@@ -380,8 +412,10 @@ impl AckLog {
     /// New log
     pub fn new() -> AckLog {
         AckLog {
-            committed: VecDeque::with_capacity(100),
-            recorded: VecDeque::with_capacity(100),
+            // firewatch patch: grow on demand. Upstream reserved 2 × 100 acks (~45 KB)
+            // per connection, most of the idle memory of 10,000 gateway connections.
+            committed: VecDeque::with_capacity(4),
+            recorded: VecDeque::with_capacity(4),
         }
     }
 
@@ -456,6 +490,53 @@ mod test {
         data.next_native_offset("topic/+");
 
         assert_eq!(data.publish_filters.get("topic/a").unwrap().len(), 2);
+    }
+
+    /// firewatch patch: the indexed matching gives what the upstream full scan gave, in
+    /// any order of subscriptions and publishes.
+    #[test]
+    fn indexed_matching_equals_full_scan() {
+        let config = RouterConfig {
+            max_segment_size: 1024,
+            max_connections: 10,
+            max_segment_count: 10,
+            max_outgoing_packet_count: 1024,
+            custom_segment: None,
+            initialized_filters: Some(vec!["fwi/#".into(), "fw/v1/gw/+/ack".into()]),
+            shared_subscriptions_strategy: Strategy::RoundRobin,
+        };
+        let filters = [
+            "fw/v1/gw/g1/ack", "fw/v1/gw/g2/ack", "fw/v1/gw/+/ack/json", "#", "+/+",
+            "fw/+/gw/g1/ack", "$SYS/x", "a/b", "a/b/#", "a/+/c",
+        ];
+        let topics = [
+            "fw/v1/gw/g1/ack", "fw/v1/gw/g2/ack", "fw/v1/gw/g3/ack/json", "fwi/u/fw/v1/gw/g1/up",
+            "$SYS/x", "a/b", "a/b/c", "a/x/c", "a", "x/y",
+        ];
+        for split in 0..=filters.len() {
+            let mut data = DataLog::new(config.clone()).unwrap();
+            for f in &filters[..split] {
+                data.next_native_offset(f);
+            }
+            for t in &topics {
+                data.matches(t);
+            }
+            for f in &filters[split..] {
+                data.next_native_offset(f);
+            }
+            for t in &topics {
+                let mut got = data.matches(t).unwrap();
+                got.sort();
+                let mut want: Vec<usize> = data
+                    .filter_indexes
+                    .iter()
+                    .filter(|(f, _)| crate::protocol::matches(t, f))
+                    .map(|(_, i)| *i)
+                    .collect();
+                want.sort();
+                assert_eq!(got, want, "topic {t} after {split} filters");
+            }
+        }
     }
 
     #[test]

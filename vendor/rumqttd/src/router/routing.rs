@@ -110,10 +110,13 @@ impl Router {
 
         let meters = Slab::with_capacity(10);
         let alerts = Slab::with_capacity(10);
-        let connections = Slab::with_capacity(config.max_connections);
-        let ibufs = Slab::with_capacity(config.max_connections);
-        let obufs = Slab::with_capacity(config.max_connections);
-        let ackslog = Slab::with_capacity(config.max_connections);
+        // firewatch patch: grow on demand (upstream reserved max_connections entries of
+        // each, ~80 MB at 20,000, whether or not anyone connects).
+        let initial = config.max_connections.min(1024);
+        let connections = Slab::with_capacity(initial);
+        let ibufs = Slab::with_capacity(initial);
+        let obufs = Slab::with_capacity(initial);
+        let ackslog = Slab::with_capacity(initial);
 
         let router_metrics = RouterMeter {
             router_id,
@@ -223,8 +226,15 @@ impl Router {
         }
 
         // Poll 100 connections which are ready in ready queue
-        for _ in 0..100 {
-            self.consume();
+        // firewatch patch: poll every connection that is ready now (at least 100, as
+        // upstream). Upstream polled 100 per round while taking up to 500 events, so with
+        // thousands of gateways each receiving acks the ready queue grew faster than it
+        // was served and acks waited hundreds of milliseconds in it.
+        let ready = self.scheduler.readyqueue.len().max(100);
+        for _ in 0..ready {
+            if self.consume().is_none() {
+                break;
+            }
         }
 
         // self.send_all_alerts();
