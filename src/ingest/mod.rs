@@ -14,7 +14,7 @@ use crate::sink::{BatchAck, DeadLetter, DeadLetterTx, OutRecord, SinkMsg, Topic}
 use crate::telemetry::names;
 use bytes::Bytes;
 use firewatch_proto::{
-    CommandKind, EventKind, EventRef, RejectReason, RejectedEvent, TroubleRecord, UplinkBatch,
+    EventKind, EventRef, RejectReason, RejectedEvent, TroubleRecord, UplinkBatch,
 };
 use std::sync::Arc;
 use std::time::Instant;
@@ -208,12 +208,9 @@ impl Ingest {
                 )
             }
         };
-        let command = match CommandKind::try_from(cmd.kind) {
-            Ok(CommandKind::Ack) => Command::Ack,
-            Ok(CommandKind::OnScene) => Command::OnScene,
-            Ok(CommandKind::Resolve) => Command::Resolve,
-            Ok(CommandKind::FalseAlarm) => Command::FalseAlarm,
-            _ => {
+        let command = match Command::from_kind(cmd.kind) {
+            Some(c) => c,
+            None => {
                 let detail = format!("command kind {} is not valid", cmd.kind);
                 return self.reject(user, topic, RejectReason::InvalidCommand, detail, &payload);
             }

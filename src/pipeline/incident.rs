@@ -67,6 +67,20 @@ pub enum Command {
     FalseAlarm,
 }
 
+impl Command {
+    /// The command of a wire `CommandKind` value (`None` for unspecified or unknown),
+    /// shared by the MQTT and the Kafka command paths.
+    pub fn from_kind(kind: i32) -> Option<Command> {
+        match firewatch_proto::CommandKind::try_from(kind) {
+            Ok(firewatch_proto::CommandKind::Ack) => Some(Command::Ack),
+            Ok(firewatch_proto::CommandKind::OnScene) => Some(Command::OnScene),
+            Ok(firewatch_proto::CommandKind::Resolve) => Some(Command::Resolve),
+            Ok(firewatch_proto::CommandKind::FalseAlarm) => Some(Command::FalseAlarm),
+            _ => None,
+        }
+    }
+}
+
 /// The incident id of a house opened at `opened_ms`; `n` > 0 tells apart incidents of one
 /// house opened in the same millisecond (one closed and the next opened by one batch).
 pub fn incident_id(house: u32, opened_ms: i64, n: u32) -> String {

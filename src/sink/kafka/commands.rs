@@ -25,7 +25,7 @@ use crate::sink::{BatchAck, DeadLetter, DeadLetterTx};
 use crate::telemetry::names;
 use bytes::Bytes;
 use crossbeam_channel::Sender;
-use firewatch_proto::{CommandKind, RejectReason, StationCommand};
+use firewatch_proto::{RejectReason, StationCommand};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
@@ -77,12 +77,9 @@ pub fn validate(
             ));
         }
     }
-    let command = match CommandKind::try_from(cmd.kind) {
-        Ok(CommandKind::Ack) => Command::Ack,
-        Ok(CommandKind::OnScene) => Command::OnScene,
-        Ok(CommandKind::Resolve) => Command::Resolve,
-        Ok(CommandKind::FalseAlarm) => Command::FalseAlarm,
-        _ => {
+    let command = match Command::from_kind(cmd.kind) {
+        Some(c) => c,
+        None => {
             return Err(bad(
                 RejectReason::InvalidCommand,
                 format!("command kind {} is not valid", cmd.kind),
@@ -262,6 +259,7 @@ impl CommandConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use firewatch_proto::CommandKind;
 
     fn cmd(station: u32, incident: &str, kind: CommandKind) -> Vec<u8> {
         StationCommand {
