@@ -26,6 +26,8 @@ use tokio::time::Instant;
 const REQUEST_CAPACITY: usize = 512;
 /// Connection errors printed in full; later ones are only counted.
 const PRINTED_ERRORS: usize = 10;
+/// Seconds a session waits for its CONNACK (rumqttc defaults to 5).
+const CONNECT_TIMEOUT_SECS: u64 = 30;
 static ERRORS_PRINTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Where and how gateways connect.
@@ -109,6 +111,11 @@ pub fn spawn(id: &str, cfg: &LinkConfig, ready: Arc<AtomicUsize>) -> (Link, Join
     // A gateway sends small packets that must not wait for Nagle.
     let mut net = eventloop.network_options();
     net.set_tcp_nodelay(true);
+    // Wait up to 30 s for the CONNACK, as a real gateway would (rumqttc's default is 5 s).
+    // With the 5 s default, a reconnect storm against a loaded broker livelocks: each
+    // timed-out attempt reconnects with the same client id, and the broker drops the
+    // previous half-built session for the new one.
+    net.set_connection_timeout(CONNECT_TIMEOUT_SECS);
     eventloop.set_network_options(net);
     let _ = epoch();
     let state = Arc::new(LinkState::default());

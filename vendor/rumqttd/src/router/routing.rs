@@ -229,12 +229,13 @@ impl Router {
         // firewatch patch: poll every connection that is ready now (at least 100, as
         // upstream). Upstream polled 100 per round while taking up to 500 events, so with
         // thousands of gateways each receiving acks the ready queue grew faster than it
-        // was served and acks waited hundreds of milliseconds in it.
+        // was served. `consume` also returns None for the stale id of a disconnected
+        // connection (left in the ready queue on purpose, see `handle_disconnection`),
+        // so a None must not end the round: after a reconnect storm thousands of stale
+        // ids would each end one.
         let ready = self.scheduler.readyqueue.len().max(100);
         for _ in 0..ready {
-            if self.consume().is_none() {
-                break;
-            }
+            self.consume();
         }
 
         // self.send_all_alerts();
