@@ -6,6 +6,32 @@
 
 use crate::harness::Fixture;
 
+/// A 2 s storm with PUBACKs as the acks (the shape both `--ack puback` tests share), plus
+/// `extra` (registry, port, label, observers, seed).
+fn short_puback_storm(extra: &[&str]) -> ::loadgen::Args {
+    let base = [
+        "loadgen",
+        "--scenario",
+        "storm",
+        "--ack",
+        "puback",
+        "--duration",
+        "2",
+        "--rate",
+        "200",
+        "--storm-at",
+        "0.5",
+        "--storm-secs",
+        "1",
+        "--storm-rate",
+        "100",
+        "--drain-secs",
+        "10",
+        "--no-progress",
+    ];
+    ::loadgen::Args::try_parse_strs(base.iter().chain(extra)).unwrap()
+}
+
 #[test]
 fn storm_scenario_every_alarm_acked_and_observed_once() {
     let fx = Fixture::new(600);
@@ -108,39 +134,20 @@ fn puback_mode_matches_every_puback_to_its_batch() {
     let registry = fx.config.registry.path.to_str().unwrap().to_string();
     let log_dir = fx.log_dir().to_str().unwrap().to_string();
     let port = fx.v4_port().to_string();
-    let args = ::loadgen::Args::try_parse_strs([
-        "loadgen",
-        "--scenario",
-        "storm",
-        "--ack",
-        "puback",
+    let args = short_puback_storm(&[
         "--label",
         "firewatch-puback",
         "--registry",
         &registry,
         "--port",
         &port,
-        "--duration",
-        "2",
-        "--rate",
-        "200",
-        "--storm-at",
-        "0.5",
-        "--storm-secs",
-        "1",
-        "--storm-rate",
-        "100",
         "--fire-spread-secs",
         "1",
-        "--drain-secs",
-        "10",
         "--log-dir",
         &log_dir,
         "--seed",
         "7",
-        "--no-progress",
-    ])
-    .unwrap();
+    ]);
     let report = ::loadgen::run_blocking(args).unwrap();
     engine.shutdown().unwrap();
     let table = report.table();
@@ -195,12 +202,7 @@ fn mosquitto_puback_and_subscriber_observe_every_alarm() {
     });
     let registry = concat!(env!("CARGO_MANIFEST_DIR"), "/config/registry.sample.csv");
     let port = port.to_string();
-    let args = ::loadgen::Args::try_parse_strs([
-        "loadgen",
-        "--scenario",
-        "storm",
-        "--ack",
-        "puback",
+    let args = short_puback_storm(&[
         "--observe-mqtt",
         "--label",
         "mosquitto",
@@ -210,23 +212,9 @@ fn mosquitto_puback_and_subscriber_observe_every_alarm() {
         "10",
         "--port",
         &port,
-        "--duration",
-        "2",
-        "--rate",
-        "200",
-        "--storm-at",
-        "0.5",
-        "--storm-secs",
-        "1",
-        "--storm-rate",
-        "100",
-        "--drain-secs",
-        "10",
         "--seed",
         "9",
-        "--no-progress",
-    ])
-    .unwrap();
+    ]);
     let report = ::loadgen::run_blocking(args).unwrap();
     let table = report.table();
     let c = &report.counters;
