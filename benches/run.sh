@@ -38,17 +38,8 @@ small)
     OUTAGE_ARGS=${OUTAGE_ARGS:---outage-at 2 --outage-secs 2 --outage-share 0.2}
     PEAK_ARGS=${PEAK_ARGS:---rate 20000 --batch 500}
     ;;
-city)
-    POINTS=${POINTS:-800000}
-    DURATION=${DURATION:-60}
-    WARMUP=${WARMUP:-10}
-    HB_ARGS=${HB_ARGS:---heartbeat-from-class}
-    STORM_ARGS=${STORM_ARGS:---storm-at 20 --storm-secs 10 --storm-rate 1000}
-    OUTAGE_ARGS=${OUTAGE_ARGS:---outage-at 20 --outage-secs 10 --outage-share 0.2}
-    PEAK_ARGS=${PEAK_ARGS:---rate 1000000 --batch 1000}
-    ;;
-city10x)
-    POINTS=${POINTS:-8000000}
+city | city10x)
+    if [ "$SIZE" = city ]; then POINTS=${POINTS:-800000}; else POINTS=${POINTS:-8000000}; fi
     DURATION=${DURATION:-60}
     WARMUP=${WARMUP:-10}
     HB_ARGS=${HB_ARGS:---heartbeat-from-class}

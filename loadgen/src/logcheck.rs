@@ -2,7 +2,7 @@
 //! `fw.alarms`, and written once; counts the run's nuisance closures in `fw.incidents` and
 //! its gateways' records in `fw.deadletter` by reason.
 
-use crate::report::{new_histogram, LatencySummary, LogCheck};
+use crate::report::{new_histogram, LogCheck};
 use firewatch::eventlog::{LogReader, StartAt};
 use firewatch_proto::{AlarmRecord, DeadLetterRecord, EnumName, IncidentRecord, RejectReason};
 use prost::Message;
@@ -70,22 +70,20 @@ pub fn check(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut missing: Vec<(u64, u32)> = seen
+    let missing: Vec<(u64, u32)> = seen
         .iter()
         .filter(|(_, &n)| n == 0)
         .map(|(&k, _)| k)
         .collect();
-    missing.sort_unstable();
-    Ok(LogCheck {
-        source: format!("{TOPIC} in {}", dir.display()),
+    Ok(LogCheck::summarise(
+        format!("{TOPIC} in {}", dir.display()),
         records_read,
-        alarms_observed: observed,
-        alarms_missing: missing.len() as u64,
+        observed,
         duplicates,
-        missing_sample: missing.into_iter().take(10).collect(),
-        latency: (!latency.is_empty()).then(|| LatencySummary::of(&latency)),
-        observed_per_sec: per_sec,
-    })
+        missing,
+        &latency,
+        per_sec,
+    ))
 }
 
 /// Counts `fw.incidents` records with transition "nuisance" whose first point is in

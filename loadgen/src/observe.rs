@@ -10,7 +10,7 @@
 
 use crate::cli::KafkaValue;
 use crate::link::LinkConfig;
-use crate::report::{new_histogram, LatencySummary, LogCheck};
+use crate::report::{new_histogram, LogCheck};
 use firewatch_proto::{AlarmRecord, EventKind, UplinkBatch};
 use prost::Message as _;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -285,16 +285,14 @@ impl Observer {
                 None => missing.push(*key),
             }
         }
-        missing.sort_unstable();
-        LogCheck {
-            source: self.source,
-            records_read: s.records,
-            alarms_observed: observed,
-            alarms_missing: missing.len() as u64,
+        LogCheck::summarise(
+            self.source,
+            s.records,
+            observed,
             duplicates,
-            missing_sample: missing.into_iter().take(10).collect(),
-            latency: (!latency.is_empty()).then(|| LatencySummary::of(&latency)),
-            observed_per_sec: per_sec,
-        }
+            missing,
+            &latency,
+            per_sec,
+        )
     }
 }

@@ -328,6 +328,31 @@ pub struct LogCheck {
     pub observed_per_sec: Vec<u64>,
 }
 
+impl LogCheck {
+    /// The summary of one observer's counts: `missing` in any order, `latency` in µs.
+    pub fn summarise(
+        source: String,
+        records_read: u64,
+        alarms_observed: u64,
+        duplicates: u64,
+        mut missing: Vec<(u64, u32)>,
+        latency: &Histogram<u64>,
+        observed_per_sec: Vec<u64>,
+    ) -> LogCheck {
+        missing.sort_unstable();
+        LogCheck {
+            source,
+            records_read,
+            alarms_observed,
+            alarms_missing: missing.len() as u64,
+            duplicates,
+            missing_sample: missing.into_iter().take(10).collect(),
+            latency: (!latency.is_empty()).then(|| LatencySummary::of(latency)),
+            observed_per_sec,
+        }
+    }
+}
+
 /// The engine's resource use.
 #[derive(Debug, Clone, Serialize)]
 pub struct EngineUsage {
